@@ -1,0 +1,32 @@
+"""Entry point of the ``aclecg`` command: each command group lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines ``register(subparsers)``, adding parsers whose ``func(args) -> int`` runs them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "aclecg_cli.data",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aclecg",
+        description="Anatomy-aware contrastive ECG pretraining, federated with Flower.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
