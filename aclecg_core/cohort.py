@@ -24,6 +24,11 @@ class RecordInfo:
     fold: int | None
     fs: float
     labels: tuple[str, ...]
+    device: str = ""
+
+
+class DataError(ValueError):
+    """A data file or source cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

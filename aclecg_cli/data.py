@@ -1,0 +1,57 @@
+"""``aclecg data check | synth``: checking ECG source folders and writing synthetic cohorts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import aclecg_cli.data_synth
+from aclecg_core.cohort import DataError
+from aclecg_core.preprocess import PreprocessConfig
+from aclecg_core.sources import LAYOUTS
+
+
+def register(subparsers: Any) -> None:
+    data = subparsers.add_parser("data", help="ECG data sources: check, synthesize")
+    data_subparsers = data.add_subparsers(dest="data_command", required=True)
+    check = data_subparsers.add_parser(
+        "check", help="read every record below PATH(s); list OK or the reason it is unusable")
+    check.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    check.add_argument("--layout", choices=LAYOUTS, default="auto")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    check.add_argument("--allow-flat-leads", action="store_true",
+                       help="accept records with a constant (dead) lead")
+    check.set_defaults(func=run_check)
+    aclecg_cli.data_synth.register(data_subparsers)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """List each record as OK or with its reason; exit 0 only if every record is usable."""
+    from aclecg_core.check import check_sources
+
+    logging.getLogger("aclecg_core").setLevel(logging.ERROR)
+    try:
+        report = check_sources(args.paths, args.layout,
+                               PreprocessConfig(allow_flat_leads=args.allow_flat_leads),
+                               args.workers)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = report.summary()
+    if args.json:
+        records = [{"path": r.path, "record_id": r.record_id, "ok": r.reason is None,
+                    "reason": r.reason, "windows": r.windows, "labels": list(r.labels)}
+                   for r in report.records]
+        print(json.dumps({"records": records, "summary": summary}, indent=1))
+    else:
+        for r in report.records:
+            print(f"OK    {r.path}" if r.reason is None else f"FAIL  {r.path}: {r.reason}")
+        reasons = "".join(f"\n  {n:5d}  {reason}" for reason, n in summary["reasons"].items())
+        print(f"{summary['records']} records: {summary['ok']} OK, "
+              f"{summary['rejected']} rejected{reasons}")
+    return 0 if report.ok else 1
