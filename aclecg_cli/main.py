@@ -9,6 +9,10 @@ import sys
 # Each module defines ``register(subparsers)``, adding parsers whose ``func(args) -> int`` runs them.
 COMMAND_MODULES: tuple[str, ...] = (
     "aclecg_cli.data",
+    "aclecg_cli.train",
+    "aclecg_cli.report",
+    "aclecg_cli.deploy",
+    "aclecg_cli.federation",
 )
 
 

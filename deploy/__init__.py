@@ -1,0 +1,1 @@
+"""Deployment tooling: start and stop a TLS SuperLink and per-hospital SuperNodes."""
