@@ -34,7 +34,8 @@ class RegionMap:
                 if not 0 <= lead < len(CANONICAL_LEADS):
                     raise ValueError(f"region {name!r}: lead index {lead} is not in 0..11")
                 if lead in seen:
-                    raise ValueError(f"region {name!r}: lead {CANONICAL_LEADS[lead]} is in two regions")
+                    lead_name = CANONICAL_LEADS[lead]
+                    raise ValueError(f"region {name!r}: lead {lead_name} is in two regions")
                 seen.add(lead)
 
     def __len__(self) -> int:

@@ -1,0 +1,194 @@
+"""``aclecg pretrain | probe | finetune``: centralized pretraining and the evaluation protocol."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RANDOM_CHECKPOINT = "random"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("pretrain", help="contrastive pretraining (ACL-ECG or SimCLR)")
+    p.add_argument("--method", choices=("acl", "simclr"), default="acl")
+    _data_args(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--encoder", choices=("tiny", "small", "default"), default="default")
+    p.add_argument("--regions", choices=("paper", "clinical"), default="paper")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint path (no suffix)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_pretrain)
+
+    for name, helptext in (("probe", "linear probe of a frozen encoder"),
+                           ("finetune", "fine-tune an encoder on a fraction of the labels")):
+        q = subparsers.add_parser(name, help=helptext)
+        q.add_argument("checkpoint", help=f"checkpoint path, or {RANDOM_CHECKPOINT!r}")
+        _data_args(q)
+        q.add_argument("--split", default="ptbxl",
+                       help="ptbxl (folds 1-8/9/10), site:NAME (held-out site) or patient")
+        q.add_argument("--classes", default="auto",
+                       help="auto, ptbxl, synthetic or a comma-separated list")
+        q.add_argument("--encoder", choices=("tiny", "small", "default"), default="default",
+                       help="encoder size of a 'random' checkpoint")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--device", default="auto")
+        q.add_argument("--json", action="store_true", help="print the result as JSON")
+        if name == "finetune":
+            q.add_argument("--fraction", type=float, default=0.1)
+            q.add_argument("--epochs", type=int, default=30)
+        q.set_defaults(func=run_probe if name == "probe" else run_finetune)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="WFDB folders or files")
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--workers", type=int, default=None, help="processes reading records")
+    p.add_argument("--progress", action="store_true")
+
+
+def _load(args: argparse.Namespace, preprocessing: dict[str, Any] | None = None) -> Any:
+    from aclecg_core.loading import load_cohort
+    from aclecg_core.preprocess import PreprocessConfig
+
+    cfg = PreprocessConfig.from_dict(preprocessing) if preprocessing else PreprocessConfig()
+    return load_cohort(list(args.data), layout=args.layout, preprocessing=cfg,
+                       cache_dir=args.cache_dir, workers=args.workers,
+                       progress=args.progress)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from aclecg_core.checkpoint import save_checkpoint
+    from aclecg_core.model import EncoderConfig, build_model
+    from aclecg_core.pretrain import PretrainConfig, pick_device, pretrain
+
+    cohort = _load(args)
+    enc = EncoderConfig(size=args.encoder, regions=args.regions)
+    cfg = PretrainConfig(method=args.method, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed)
+    model = build_model(enc, seed=args.seed)
+    result = pretrain(model, cohort, cfg, pick_device(args.device), progress=args.progress)
+    save_checkpoint(args.out, model.state_dict(), {
+        "method": args.method, "round": None, "encoder": enc.to_dict(),
+        "pretrain": cfg.to_dict(), "preprocessing": cohort.preprocessing,
+        "metrics": {"loss": result.loss, "losses": result.losses,
+                    "samples_per_second": result.samples_per_second},
+        "data": [str(p) for p in args.data], "n_windows": len(cohort),
+    })
+    print(f"pretrained {args.method} on {len(cohort)} windows in {result.seconds:.1f} s "
+          f"(last-epoch loss {result.loss:.4f}); wrote {args.out}")
+    return 0
+
+
+def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    from aclecg_core.checkpoint import load_checkpoint
+    from aclecg_core.model import EncoderConfig, build_model
+
+    if args.checkpoint == RANDOM_CHECKPOINT:
+        enc = EncoderConfig(size=args.encoder)
+        return build_model(enc, seed=args.seed), {"method": "random", "encoder": enc.to_dict()}
+    state, meta = load_checkpoint(Path(args.checkpoint))
+    model = build_model(EncoderConfig.from_dict(meta["encoder"]))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if k.startswith("encoder.")] + list(unexpected)
+    if bad:
+        raise ValueError(f"checkpoint {args.checkpoint} does not match its encoder config: "
+                         f"{bad[:5]}")
+    return model, meta
+
+
+def _classes(spec: str, cohort: Any) -> list[str]:
+    from aclecg_core.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
+
+    if spec == "auto":
+        seen = {label for r in cohort.records for label in r.labels}
+        return list(PTBXL_SUPERCLASSES) if seen & set(PTBXL_SUPERCLASSES) else list(
+            SYNTHETIC_CLASSES)
+    named = {"ptbxl": PTBXL_SUPERCLASSES, "synthetic": SYNTHETIC_CLASSES}
+    return list(named[spec]) if spec in named else spec.split(",")
+
+
+def _split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any, Any]:
+    """(train, validation, test)."""
+    from aclecg_core.probe import patient_split, ptbxl_split, site_split
+
+    if spec == "ptbxl":
+        train, val, test = ptbxl_split(cohort)
+        return train, val, test
+    if spec.startswith("site:"):
+        rest, test = site_split(cohort, spec[5:])
+    elif spec == "patient":
+        rest, test = patient_split(cohort, 0.2, seed)
+    else:
+        raise ValueError(f"unknown split {spec!r}: use ptbxl, site:NAME or patient")
+    train, val = patient_split(rest, 0.2, seed)
+    return train, val, test
+
+
+def _print(result: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+        return
+    m = result["metrics"]
+    print(f"{title}: macro AUROC {m['macro_auroc']:.4f} [{m['auroc_ci'][0]:.4f}, "
+          f"{m['auroc_ci'][1]:.4f}], macro AUPRC {m['macro_auprc']:.4f} "
+          f"[{m['auprc_ci'][0]:.4f}, {m['auprc_ci'][1]:.4f}] on {m['n_test']} test records")
+    if m["skipped"]:
+        print(f"  skipped (no positives or no negatives in test): {', '.join(m['skipped'])}")
+    for name, value in m["per_class_auroc"].items():
+        print(f"  {name:>8}: AUROC {value:.4f}")
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from aclecg_core.pretrain import pick_device
+    from aclecg_core.probe import probe_cohorts
+
+    model, meta = _model(args)
+    cohort = _load(args, meta.get("preprocessing"))
+    classes = _classes(args.classes, cohort)
+    train, test = _probe_split(args.split, cohort, args.seed)
+    result = probe_cohorts(model, train, test, classes, pick_device(args.device), args.seed)
+    _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
+            "classes": classes, "metrics": result.to_dict()}, args.json,
+           f"probe {args.checkpoint}")
+    return 0
+
+
+def _probe_split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any]:
+    """(train, test); a linear probe needs no validation part (PTB-XL fold 9 is left out)."""
+    from aclecg_core.probe import patient_split, ptbxl_split, site_split
+
+    if spec == "ptbxl":
+        train, _, test = ptbxl_split(cohort)
+        return train, test
+    if spec.startswith("site:"):
+        return site_split(cohort, spec[5:])
+    if spec == "patient":
+        return patient_split(cohort, 0.2, seed)
+    raise ValueError(f"unknown split {spec!r}: use ptbxl, site:NAME or patient")
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from aclecg_core.finetune import FinetuneConfig, finetune
+    from aclecg_core.pretrain import pick_device
+
+    model, meta = _model(args)
+    cohort = _load(args, meta.get("preprocessing"))
+    classes = _classes(args.classes, cohort)
+    train, val, test = _split(args.split, cohort, args.seed)
+    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed)
+    result = finetune(model, train, val, test, classes, args.fraction, cfg,
+                      pick_device(args.device))
+    out = result.to_dict()
+    _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
+            "classes": classes, "fraction": args.fraction, "best_epoch": out["best_epoch"],
+            "n_train_records": out["n_train_records"], "metrics": out["test"]}, args.json,
+           f"finetune {args.checkpoint} ({args.fraction:.0%} labels)")
+    return 0
