@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-# Each module defines ``register(subparsers)``, adding parsers whose ``func(args) -> int`` runs them.
+# Each module defines ``register(subparsers)``; its parsers set ``func(args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
     "aclecg_cli.data",
     "aclecg_cli.train",

@@ -1,0 +1,166 @@
+"""The run folder of a federated run: config.json, metrics.json, checkpoints, resume.
+
+The format is specified in docs/federation.md ("Run folder format").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aclecg_core.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from aclecg_core.config import ConfigError, FederationConfig
+from aclecg_core.fed.arrays import to_numpy, to_torch
+
+# Run-config keys that may differ between a run and its resumption.
+RESUME_FREE_KEYS = ("resume", "run-dir", "num-server-rounds", "round-timeout", "device",
+                    "client-cpus", "client-gpus")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, allow_nan=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def default_run_dir(cfg: FederationConfig, runs: Path | None = None) -> Path:
+    """``run-dir`` if set; otherwise a new ``runs/<time>-<strategy>`` (or, when resuming,
+    the most recent run folder below ``runs/``)."""
+    if cfg.run.run_dir:
+        return cfg.path(cfg.run.run_dir)
+    runs = runs or cfg.path("runs")
+    if cfg.run.resume:
+        found = sorted(runs.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(f"--resume: no run folder with metrics.json below {runs}")
+        return found[-1].parent
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return runs / f"{stamp}-{cfg.run.strategy}"
+
+
+class RunFolder:
+    """Writes one run's folder; round numbers are global (a resumed run continues them)."""
+
+    def __init__(self, path: Path, cfg: FederationConfig) -> None:
+        self.path = Path(path)
+        self.cfg = cfg
+        self.checkpoints = self.path / "checkpoints"
+        self.metrics: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, path: Path, cfg: FederationConfig) -> RunFolder:
+        """A fresh run folder; an existing run there is an error (use resume)."""
+        folder = cls(path, cfg)
+        if (folder.path / "metrics.json").exists():
+            raise ConfigError(f"run-dir {folder.path} already holds a run; pass --resume to "
+                              "continue it or choose another --run-dir")
+        folder.checkpoints.mkdir(parents=True, exist_ok=True)
+        _write_json(folder.path / "config.json", cfg.to_dict())
+        folder.metrics = {
+            "run": {"name": folder.path.name, "started": _now(), "finished": None,
+                    "status": "running"},
+            "sites": [], "rounds": [], "best": None, "final_round": 0,
+        }
+        folder._save_metrics()
+        return folder
+
+    @classmethod
+    def resume(cls, path: Path, cfg: FederationConfig) -> RunFolder:
+        """Reopen ``path``: its config must match ``cfg`` (except RESUME_FREE_KEYS)."""
+        folder = cls(path, cfg)
+        try:
+            saved = json.loads((folder.path / "config.json").read_text())
+            folder.metrics = json.loads((folder.path / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot resume {folder.path}: {exc}") from None
+        current = cfg.to_dict()
+        for section in (saved, current):
+            for key in RESUME_FREE_KEYS:
+                section["run"].pop(key, None)
+        if saved != current:
+            diff = [f"{s}.{k}" for s in current if isinstance(current[s], dict)
+                    for k in sorted(set(current[s]) | set(saved.get(s, {})))
+                    if current[s].get(k) != saved.get(s, {}).get(k)]
+            raise ConfigError(f"cannot resume {folder.path}: config differs from its "
+                              f"config.json in {diff or 'base-dir'}")
+        last = int(folder.metrics["final_round"])
+        folder.metrics["rounds"] = [r for r in folder.metrics["rounds"] if r["round"] <= last]
+        folder.metrics["run"].update(status="running", finished=None)
+        folder._save_metrics()
+        return folder
+
+    @property
+    def last_round(self) -> int:
+        return int(self.metrics["final_round"])
+
+    def round_path(self, server_round: int) -> Path:
+        return self.checkpoints / f"round-{server_round:04d}"
+
+    def load_round(self, server_round: int) -> dict[str, np.ndarray]:
+        """The full model state (numpy) checkpointed after ``server_round``."""
+        state, _ = load_checkpoint(self.round_path(server_round))
+        return to_numpy(state)
+
+    def add_sites(self, sites: list[dict[str, Any]]) -> None:
+        """Record per-site aggregate counts (the first report of each site is kept)."""
+        known = {s["site"] for s in self.metrics["sites"]}
+        for site in sites:
+            if site["site"] not in known:
+                self.metrics["sites"].append(site)
+                known.add(site["site"])
+        self.metrics["sites"].sort(key=lambda s: s["site"])
+
+    def finish_round(self, server_round: int, state: dict[str, np.ndarray],
+                     wall_seconds: float, clients: list[dict[str, Any]],
+                     failures: list[dict[str, Any]], probe: dict[str, Any] | None) -> None:
+        """Checkpoint the global model of ``server_round`` then append its metrics."""
+        auroc = None if probe is None else probe.get("macro_auroc")
+        metadata = {
+            "round": server_round,
+            "metrics": {"macro_auroc": auroc,
+                        "macro_auprc": None if probe is None else probe.get("macro_auprc")},
+            "config": self.cfg.to_dict(),
+            "preprocessing": self.cfg.preprocessing,
+            "aggregate": self.cfg.run.aggregate,
+        }
+        save_checkpoint(self.round_path(server_round), to_torch(state), metadata)
+        self._copy(self.round_path(server_round), "final")
+        best = self.metrics["best"]
+        if auroc is not None and np.isfinite(auroc) and (best is None
+                                                         or auroc > best["macro_auroc"]):
+            self.metrics["best"] = {"round": server_round, "macro_auroc": float(auroc)}
+            self._copy(self.round_path(server_round), "best")
+        self.metrics["rounds"].append({
+            "round": server_round, "wall_seconds": round(wall_seconds, 3),
+            "clients": sorted(clients, key=lambda c: c["site"]),
+            "failures": sorted(failures, key=lambda f: f["site"]), "probe": probe,
+        })
+        self.metrics["final_round"] = server_round
+        self._save_metrics()
+
+    def finish(self, status: str) -> None:
+        self.metrics["run"].update(status=status, finished=_now())
+        self._save_metrics()
+
+    def _copy(self, source: Path, name: str) -> None:
+        for src, dst in zip(checkpoint_paths(source), checkpoint_paths(self.checkpoints / name),
+                            strict=True):
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+
+    def _save_metrics(self) -> None:
+        _write_json(self.path / "metrics.json", self.metrics)

@@ -1,0 +1,149 @@
+"""Where each site's data and the server's probe data come from (simulation and deployment)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from aclecg_core.cohort import Cohort
+from aclecg_core.config import FederationConfig
+from aclecg_core.fed.partition import partition_by_site, partition_dirichlet, partition_iid
+from aclecg_core.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
+from aclecg_core.loading import load_cohort
+from aclecg_core.preprocess import PreprocessConfig
+
+_DONE = ".complete"
+
+
+def ensure_synthetic_cohort(cfg: FederationConfig) -> Path:
+    """Generate the synthetic cohort (training sites + one hold-out site) unless cached.
+
+    ``site1 .. site{n}`` are the training sites, ``site{n+1}`` the labeled hold-out site of the
+    server's probe. Written to a temporary folder first, so a killed run never leaves a partial
+    cohort behind.
+    """
+    from aclecg_core.synth import write_synthetic_cohort
+
+    out = cfg.synthetic_dir()
+    if (out / _DONE).is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_synthetic_cohort(tmp, sites=cfg.cohort.sites + 1,
+                               records_per_site=cfg.cohort.records_per_site,
+                               seed=cfg.cohort.synthetic_seed)
+        (tmp / _DONE).write_text("ok\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _load(cfg: FederationConfig, paths: list[Path], layout: str,
+          workers: int | None = 1) -> Cohort:
+    return load_cohort(paths, layout=layout,
+                       preprocessing=PreprocessConfig.from_dict(cfg.preprocessing),
+                       cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=workers)
+
+
+def count_classes(cfg: FederationConfig) -> list[str]:
+    """The label vocabulary whose per-site counts the clients report (fixed across sites)."""
+    c = cfg.cohort
+    if c.classes:
+        return list(c.classes)
+    if c.source == "synthetic":
+        return list(SYNTHETIC_CLASSES)
+    if c.layout == "ptbxl":
+        return list(PTBXL_SUPERCLASSES)
+    return list(cfg.probe.classes)
+
+
+def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
+    """The training data of simulated site ``index`` (``partition-id``, 0-based) of
+    ``num_sites``; with the synthetic cohort and partition ``site``: folder ``site{index+1}``."""
+    c = cfg.cohort
+    if num_sites != c.sites:
+        raise ValueError(f"the simulation runs {num_sites} sites but the cohort config has "
+                         f"sites={c.sites}")
+    if not 0 <= index < num_sites:
+        raise ValueError(f"site index {index} outside 0..{num_sites - 1}")
+    if c.source == "synthetic":
+        root = ensure_synthetic_cohort(cfg)
+        if c.partition == "site":
+            return _load(cfg, [root / f"site{index + 1}"], "auto")
+        cohort = _load(cfg, [root / f"site{k}" for k in range(1, c.sites + 1)], "auto")
+    else:
+        cohort = _load(cfg, [cfg.path(c.path)], c.layout)
+    if c.partition == "site":
+        names, masks = partition_by_site(cohort)
+        if len(names) != num_sites:
+            raise ValueError(f"{cfg.path(c.path)} holds {len(names)} sites {names}, but the "
+                             f"cohort config has sites={num_sites}")
+    elif c.partition == "iid":
+        masks = partition_iid(cohort, num_sites, seed=cfg.run.seed)
+    else:
+        masks = partition_dirichlet(cohort, num_sites, c.dirichlet_alpha, count_classes(cfg),
+                                    seed=cfg.run.seed)
+    return cohort.select_records(masks[index])
+
+
+def site_data_dir(cfg: FederationConfig, data_dir: str, layout: str) -> Cohort:
+    """The training data of a deployed site: every record below its ``data-dir``."""
+    return _load(cfg, [cfg.path(data_dir)], layout or cfg.cohort.layout)
+
+
+def _frequent_labels(cohort: Cohort, min_records: int = 10, top: int = 10) -> list[str]:
+    counts: dict[str, int] = {}
+    for r in cohort.records:
+        for label in set(r.labels):
+            counts[label] = counts.get(label, 0) + 1
+    ranked = sorted((n, lab) for lab, n in counts.items() if n >= min_records)
+    return [lab for _, lab in reversed(ranked)][:top]
+
+
+def probe_data(cfg: FederationConfig) -> tuple[Cohort, Cohort, list[str]]:
+    """(probe-train, probe-test, classes) of the server's centralized linear probe."""
+    from aclecg_core.probe import patient_split, ptbxl_split
+
+    p = cfg.probe
+
+    def split(c: Cohort) -> tuple[Cohort, Cohort]:
+        return patient_split(c, p.test_fraction, seed=cfg.run.seed)
+
+    if p.source == "synthetic-holdout":
+        root = ensure_synthetic_cohort(cfg)
+        cohort = _load(cfg, [root / f"site{cfg.cohort.sites + 1}"], "auto", workers=None)
+        train, test = split(cohort)
+        classes = list(p.classes) or list(SYNTHETIC_CLASSES)
+    elif p.source == "ptbxl":
+        cohort = _load(cfg, [cfg.path(p.path)], "ptbxl", workers=None)
+        train, _, test = ptbxl_split(cohort)
+        classes = list(p.classes) or list(PTBXL_SUPERCLASSES)
+    else:
+        cohort = _load(cfg, [cfg.path(p.path)], p.layout if p.layout != "auto" else "cinc",
+                       workers=None)
+        train, test = split(cohort)
+        classes = list(p.classes) or _frequent_labels(cohort)
+    if not classes:
+        raise ValueError(f"probe data {cfg.path(p.path)}: no label with enough records; "
+                         "set probe.classes")
+    return train, test, classes
+
+
+def label_counts(cohort: Cohort, classes: list[str]) -> dict[str, int]:
+    """Records per class (aggregate counts only)."""
+    per_record = np.zeros(len(classes), dtype=np.int64)
+    index = {c: i for i, c in enumerate(classes)}
+    for r in cohort.records:
+        for label in set(r.labels):
+            if label in index:
+                per_record[index[label]] += 1
+    return {c: int(n) for c, n in zip(classes, per_record, strict=True)}

@@ -1,0 +1,78 @@
+"""One site's local training step of a federated round (Flower-free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from aclecg_core.cohort import Cohort
+from aclecg_core.config import FederationConfig
+from aclecg_core.fed.arrays import round_seed, select_keys, to_numpy, to_torch
+from aclecg_core.fed.sites import label_counts
+from aclecg_core.model import AclEcgModel, EncoderConfig, build_model
+from aclecg_core.pretrain import PretrainConfig, pick_device, pretrain
+
+
+def initial_model(cfg: FederationConfig) -> AclEcgModel:
+    """The model every participant starts from (seeded initialisation)."""
+    return build_model(EncoderConfig(size=cfg.run.encoder), seed=cfg.run.seed)
+
+
+@dataclass
+class LocalUpdate:
+    """What a site sends back: the aggregated arrays and scalar metrics only."""
+
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, float | int]
+    local_arrays: dict[str, np.ndarray]
+
+
+def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, np.ndarray],
+               server_round: int, site: int, proximal_mu: float = 0.0,
+               local_arrays: dict[str, np.ndarray] | None = None,
+               classes: list[str] | None = None) -> LocalUpdate:
+    """Local pretraining of the global model on one site's cohort for ``local-epochs``.
+
+    Args:
+        global_arrays: the aggregated keys (``aggregate`` prefixes) of the global model.
+        server_round: the global round (seeds the site's training with (seed, round, site)).
+        proximal_mu: FedProx coefficient sent by the server (0: plain local training).
+        local_arrays: the site's own non-aggregated arrays from its previous round, if any.
+        classes: label vocabulary of the ``label-count/...`` metrics.
+    """
+    model = initial_model(cfg)
+    state = {**to_torch(local_arrays or {}), **to_torch(global_arrays)}
+    missing = sorted(set(global_arrays) - set(model.state_dict()))
+    if missing:
+        raise ValueError(f"global arrays name unknown model keys: {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+    params = dict(model.named_parameters())
+    reference = {k: v.detach().clone() for k, v in params.items() if k in global_arrays}
+    pcfg = PretrainConfig(method=cfg.run.method, epochs=cfg.run.local_epochs,
+                          batch_size=cfg.run.batch_size, lr=cfg.run.lr, proximal_mu=proximal_mu,
+                          seed=round_seed(cfg.run.seed, server_round, site))
+    result = pretrain(model, cohort, pcfg, device=pick_device(cfg.run.device),
+                      reference_weights=reference if proximal_mu > 0 else None)
+    full = to_numpy(model.state_dict())
+    sent = select_keys(full, cfg.run.aggregate)
+    metrics: dict[str, float | int] = {
+        "loss": float(result.loss),
+        "num-examples": int(result.num_examples),
+        "seconds": float(result.seconds),
+        "samples-per-second": float(result.samples_per_second),
+        "site-index": int(site),
+        "records": len(cohort.records),
+        "windows": len(cohort),
+        "fs": float(cohort.fs),
+    }
+    for label, n in label_counts(cohort, classes or []).items():
+        metrics[f"label-count/{label}"] = n
+    kept = {k: v for k, v in full.items() if k not in sent}
+    return LocalUpdate(arrays=sent, metrics=metrics, local_arrays=kept)
+
+
+def set_threads(n: int) -> None:
+    """Limit torch's intra-op threads (clients sharing a machine)."""
+    torch.set_num_threads(max(1, n))

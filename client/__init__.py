@@ -1,0 +1,1 @@
+"""Flower ClientApp of ACL-ECG: local pretraining on the site's own ECGs."""

@@ -1,0 +1,1 @@
+"""Flower ServerApp of ACL-ECG: strategy, aggregation, centralized probing, checkpoints."""

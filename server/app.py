@@ -1,0 +1,238 @@
+"""ServerApp: runs the strategy, probes and checkpoints the global encoder after every round.
+
+Thin: configuration, data, run folder and probing live in ``aclecg_core``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
+
+from aclecg_core.config import FederationConfig, load_config
+from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
+from aclecg_core.fed.rundir import RunFolder, default_run_dir
+from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
+from aclecg_core.fed.training import initial_model
+
+APP_DIR = Path(__file__).resolve().parents[1]
+CONFIG_KEY = "aclecg-config"
+OFFSET_KEY = "round-offset"
+_SITE_ERROR = re.compile(r"^(site\S*|node-\d+): (.*)$", re.S)
+
+RepliesHook = Callable[[int, list[Message], list[int]], None]
+
+
+def site_name(index: int) -> str:
+    return f"site{index}"
+
+
+def _arrays_of(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
+                   on_replies: RepliesHook) -> Strategy:
+    """The configured Flower strategy, extended to (1) report every round's replies and the
+    nodes that did not answer, (2) aggregate in a fixed (site) order and (3) give the
+    aggregated arrays back the dtypes of ``template``."""
+    r = cfg.run
+    common: dict[str, Any] = dict(fraction_train=r.fraction_train, fraction_evaluate=0.0,
+                                  min_train_nodes=r.min_sites, min_evaluate_nodes=0,
+                                  min_available_nodes=r.min_sites)
+    base: type[FedAvg]
+    if r.strategy == "fedprox":
+        base, common["proximal_mu"] = FedProx, r.proximal_mu
+    elif r.strategy == "fedavgm":
+        base = FedAvgM
+        common.update(server_learning_rate=r.server_lr, server_momentum=r.server_momentum)
+    elif r.strategy == "fedadam":
+        base, common["eta"] = FedAdam, r.server_eta
+    else:
+        base = FedAvg
+
+    class Federation(base):  # type: ignore[valid-type,misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.sent: list[int] = []  # the nodes asked to train this round
+
+        def configure_train(self, server_round: int, arrays: ArrayRecord,
+                            config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            self.sent = [m.metadata.dst_node_id for m in messages]
+            return messages
+
+        def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                            ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+            ordered = sorted(replies, key=_reply_order)
+            answered = {m.metadata.src_node_id for m in ordered}
+            on_replies(server_round, ordered, [n for n in self.sent if n not in answered])
+            arrays, metrics = super().aggregate_train(server_round, ordered)
+            if arrays is not None:
+                fixed = restore_dtypes(_arrays_of(arrays), template)
+                arrays = ArrayRecord({k: Array(v) for k, v in fixed.items()})
+            return arrays, metrics
+
+    Federation.__name__ = base.__name__
+    return Federation(**common)
+
+
+def _reply_order(msg: Message) -> tuple[int, float]:
+    if msg.has_error():
+        return (1, msg.metadata.src_node_id)
+    metrics = next(iter(msg.content.metric_records.values()))
+    return (0, float(cast(float, metrics.get("site-index", msg.metadata.src_node_id))))
+
+
+def client_entry(msg: Message) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(client entry of metrics.json, site entry) from a valid reply."""
+    m = cast(dict[str, float], dict(next(iter(msg.content.metric_records.values()))))
+    site = site_name(int(m["site-index"]))
+    client = {"site": site, "loss": m["loss"], "num-examples": int(m["num-examples"]),
+              "seconds": m["seconds"], "samples-per-second": m["samples-per-second"]}
+    counts = {k.split("/", 1)[1]: int(v) for k, v in m.items() if k.startswith("label-count/")}
+    info = {"site": site, "records": int(m["records"]), "windows": int(m["windows"]),
+            "fs": m["fs"], "label_counts": counts}
+    return client, info
+
+
+def failure_entry(msg: Message) -> dict[str, str]:
+    reason = msg.error.reason or f"error code {msg.error.code}"
+    match = _SITE_ERROR.match(reason)
+    if match:
+        return {"site": match.group(1), "error": match.group(2)}
+    return {"site": f"node-{msg.metadata.src_node_id}", "error": reason}
+
+
+class RoundRecorder:
+    """Collects each round's replies, probes every ``eval-every`` rounds, writes the run folder."""
+
+    def __init__(self, cfg: FederationConfig, folder: RunFolder, template: dict[str, np.ndarray],
+                 offset: int) -> None:
+        self.cfg, self.folder, self.template, self.offset = cfg, folder, template, offset
+        self.total = cfg.run.num_server_rounds
+        self.clients: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.mark = time.perf_counter()
+        self.probe_sets = probe_data(cfg)
+
+    def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:
+        self.clients, self.failures, sites = [], [], []
+        for msg in replies:
+            if msg.has_error():
+                self.failures.append(failure_entry(msg))
+            else:
+                client, info = client_entry(msg)
+                self.clients.append(client)
+                sites.append(info)
+        self.failures += [{"site": f"node-{n}", "error": "no reply within round-timeout "
+                           f"({self.cfg.run.round_timeout:g} s)"} for n in silent]
+        self.folder.add_sites(sites)
+
+    def should_probe(self, global_round: int) -> bool:
+        every = self.cfg.run.eval_every
+        return (global_round == 0 or global_round == self.total
+                or (every > 0 and global_round % every == 0))
+
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """``evaluate_fn`` of ``Strategy.start``: probe, checkpoint, log (global rounds)."""
+        global_round = self.offset + server_round
+        if server_round == 0 and self.offset > 0:
+            self.mark = time.perf_counter()
+            return None  # resumed: this round was finished before
+        state = {**self.template, **_arrays_of(arrays)}
+        probe = None
+        if self.should_probe(global_round):
+            from aclecg_core.probe import probe_cohorts
+
+            model = initial_model(self.cfg)
+            model.load_state_dict(to_torch(state))
+            train, test, classes = self.probe_sets
+            probe = probe_cohorts(model, train, test, classes, seed=self.cfg.run.seed,
+                                  n_bootstrap=self.cfg.probe.bootstrap).to_dict()
+        wall = time.perf_counter() - self.mark
+        self.folder.finish_round(global_round, state, wall, self.clients, self.failures, probe)
+        self._log(global_round, wall, probe)
+        self.clients, self.failures = [], []
+        self.mark = time.perf_counter()
+        if probe is None:
+            return None
+        return MetricRecord({"macro-auroc": float(probe["macro_auroc"]),
+                             "macro-auprc": float(probe["macro_auprc"])})
+
+    def _log(self, global_round: int, wall: float, probe: dict[str, Any] | None) -> None:
+        losses = " ".join(f"{c['site']}={c['loss']:.3f}" for c in self.clients) or "-"
+        auroc = "-" if probe is None else f"{probe['macro_auroc']:.3f} " \
+            f"[{probe['auroc_ci'][0]:.3f}, {probe['auroc_ci'][1]:.3f}]"
+        log(INFO, "[aclecg] round %d/%d  loss %s  probe AUROC %s  %.1f s", global_round,
+            self.total, losses, auroc, wall)
+        for f in self.failures:
+            log(WARNING, "[aclecg] round %d: %s failed: %s", global_round, f["site"], f["error"])
+
+
+def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
+    """The whole federated run on ``grid``; returns the run folder."""
+    if cfg.cohort.source == "synthetic":
+        ensure_synthetic_cohort(cfg)
+    run_dir = default_run_dir(cfg)
+    folder = RunFolder.resume(run_dir, cfg) if cfg.run.resume else RunFolder.create(run_dir, cfg)
+    log(INFO, "[aclecg] run folder %s", run_dir)
+    try:
+        template = to_numpy(initial_model(cfg).state_dict())
+        offset = folder.last_round
+        state = folder.load_round(offset) if offset > 0 else template
+        remaining = cfg.run.num_server_rounds - offset
+        if remaining > 0:
+            recorder = RoundRecorder(cfg, folder, template, offset)
+            global_template = select_keys(template, cfg.run.aggregate)
+            strategy = build_strategy(cfg, global_template, recorder.on_replies)
+            initial = select_keys(state, cfg.run.aggregate)
+            strategy.start(
+                grid=grid,
+                initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
+                num_rounds=remaining,
+                timeout=cfg.run.round_timeout,
+                train_config=ConfigRecord({CONFIG_KEY: cfg.to_json(), OFFSET_KEY: offset}),
+                evaluate_fn=recorder.evaluate,
+            )
+        folder.finish("finished")
+    except BaseException:
+        folder.finish("failed")
+        raise
+    _write_report(run_dir)
+    return run_dir
+
+
+def _write_report(run_dir: Path) -> None:
+    try:
+        from aclecg_core.report import write_report
+    except ImportError:
+        log(WARNING, "[aclecg] no report writer available; run folder %s", run_dir)
+        return
+    md, html = write_report(run_dir)
+    log(INFO, "[aclecg] report: %s (and %s)", html, md)
+
+
+def make_app(run_config: Mapping[str, Any] | None = None) -> ServerApp:
+    """A ServerApp; ``run_config`` fills keys missing from ``context.run_config`` (used by the
+    in-process simulation, whose context carries an empty run config)."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = load_config({**(run_config or {}), **dict(context.run_config)}, APP_DIR)
+        run_federation(grid, cfg)
+
+    return server_app
+
+
+app = make_app()

@@ -1,0 +1,1 @@
+"""The whole federation on one machine with Flower's simulation engine."""

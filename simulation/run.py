@@ -1,0 +1,79 @@
+"""Run the federation in-process with Flower's simulation engine (Ray backend).
+
+``flwr.simulation.run_simulation`` is used rather than ``flwr run . local``: it needs no
+detached SuperLink, no FAB build, re-raises ServerApp errors, and starts in seconds. Its
+contexts carry an empty run config, so the run config (pyproject defaults + overrides) is
+handed to the ServerApp, which forwards the validated config to the clients in every train
+message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aclecg_core.config import load_config, read_pyproject_defaults
+from aclecg_core.fed.rundir import default_run_dir
+from aclecg_core.fed.sites import ensure_synthetic_cohort
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+# The environment of scripts/env.sh: no telemetry, no update checks, no dependency installs.
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+class SimulationError(RuntimeError):
+    """The simulated federation did not finish."""
+
+
+def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR) -> Path:
+    """Run the federation described by pyproject defaults + ``overrides``; returns the run folder.
+
+    The synthetic cohort is generated first when missing; the run folder is fixed before the
+    start (a new one under ``runs/``, or the latest one when resuming).
+    """
+    run_config = {**read_pyproject_defaults(project_dir / "pyproject.toml"), **overrides}
+    cfg = load_config(run_config, project_dir)
+    run_dir = default_run_dir(cfg)
+    run_config["run-dir"] = str(run_dir)
+    if cfg.cohort.source == "synthetic":
+        ensure_synthetic_cohort(cfg)
+    for key, value in FLOWER_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("RAY_TMPDIR", str(cfg.path(cfg.cohort.cache_dir) / "ray"))
+    Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+
+    import torch
+    from flwr.simulation import run_simulation
+
+    from client.app import app as client_app
+    from server.app import make_app
+
+    gpus = torch.cuda.device_count()
+    backend_config: dict[str, Any] = {
+        "client_resources": {"num_cpus": cfg.run.client_cpus,
+                             "num_gpus": cfg.run.client_gpus if gpus else 0.0},
+        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": gpus,
+                      "logging_level": "ERROR", "log_to_driver": True},
+    }
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    run_simulation(server_app=make_app(run_config), client_app=client_app,
+                   num_supernodes=cfg.cohort.sites, backend_config=backend_config)
+    try:
+        status = json.loads((run_dir / "metrics.json").read_text())["run"]["status"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise SimulationError(f"the run wrote no readable {run_dir / 'metrics.json'}: {exc}") \
+            from None
+    if status != "finished":
+        raise SimulationError(f"the run in {run_dir} ended with status {status!r}")
+    return run_dir

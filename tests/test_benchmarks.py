@@ -1,0 +1,106 @@
+"""The benchmarks' --quick modes: output structure and value ranges (never timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from benchmarks import quality, speed
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _check_scores(block: dict[str, Any]) -> None:
+    for metric in ("auroc", "auprc"):
+        value = block[f"macro_{metric}"]
+        low, high = block[f"{metric}_ci"]
+        assert 0 <= low <= high <= 1, block
+        assert 0 <= value <= 1
+    assert block["n_test"] > 0
+
+
+@pytest.fixture(scope="module")
+def quick_quality(tmp_path_factory: pytest.TempPathFactory,
+                  shared_data: Path) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("quality") / "quality.json"
+    quality.main(["--quick", "--out", str(out)])
+    return dict(json.loads(out.read_text()))
+
+
+def test_quality_quick_writes_every_section(quick_quality: dict[str, Any]) -> None:
+    q = quick_quality
+    for key in ("date", "commit", "machine", "load_average_start", "load_average_end"):
+        assert key in q
+    assert all(_finite(v) for v in q["load_average_start"] + q["load_average_end"])
+    assert q["mode"] == "quick" and q["seeds"] == [0]
+    cells = {(s["dataset"], s["setting"], s["partition"], s["method"], s["evaluation"])
+             for s in q["summary"]}
+    for dataset in ("synthetic", "real"):
+        for method in ("acl", "simclr", "random"):
+            assert (dataset, "centralized", "pooled", method, "probe") in cells
+        for method in ("acl", "simclr", "supervised"):
+            assert (dataset, "centralized", "pooled", method, "finetune@1") in cells
+        assert (dataset, "federated", "site", "acl", "probe") in cells
+    for partition in ("iid", "dirichlet"):
+        assert ("synthetic", "federated", partition, "simclr", "probe") in cells
+    for corpus in ("real", "real+gan", "gan"):
+        assert ("gan", "centralized", corpus, "acl", "probe") in cells
+
+
+def test_quality_quick_scores_are_in_range(quick_quality: dict[str, Any]) -> None:
+    for run in quick_quality["runs"]:
+        for key, block in run.items():
+            if key == "probe" or key.startswith("finetune@"):
+                _check_scores(block)
+        assert run["pretrain"]["samples_seen"] >= 0
+        if run["method"] != "random":
+            assert run["pretrain"]["samples_seen"] > 0
+            assert all(_finite(v) for v in run["pretrain"]["losses"])
+    for entry in quick_quality["summary"]:
+        assert entry["n_seeds"] == 1
+        assert entry["auroc"]["min"] <= entry["auroc"]["mean"] <= entry["auroc"]["max"]
+
+
+def test_gan_budget_is_equal(quick_quality: dict[str, Any]) -> None:
+    """Real-only, real+GAN and GAN-only see about the same number of samples."""
+    gan = [r for r in quick_quality["runs"] if r["dataset"] == "gan"]
+    seen = {r["partition"]: r["pretrain"]["samples_seen"] for r in gan}
+    real = seen["real"]
+    for corpus in ("real+gan", "gan"):
+        assert abs(seen[corpus] - real) <= max(r["pretrain"]["windows"] for r in gan)
+
+
+def test_fedavg_is_the_example_weighted_mean() -> None:
+    template = {"w": torch.zeros(2).numpy(), "n": torch.zeros((), dtype=torch.int64).numpy()}
+    a = {"w": torch.tensor([1.0, 2.0]).numpy(), "n": torch.tensor(3).numpy()}
+    b = {"w": torch.tensor([4.0, 8.0]).numpy(), "n": torch.tensor(6).numpy()}
+    out = quality.fedavg([(a, 1), (b, 2)], template)
+    assert out["w"].tolist() == pytest.approx([3.0, 6.0])
+    assert out["n"].dtype == template["n"].dtype and int(out["n"]) == 5
+
+
+def test_speed_bare_epoch_and_rounds() -> None:
+    cohort = speed._pooled(4)
+    model = speed.build_model(speed.EncoderConfig(size="tiny"), seed=0)
+    seconds, aug, seen = speed.bare_epoch(model, cohort, "acl", 8, torch.device("cpu"), 0)
+    assert seen == len(cohort) and 0 < aug < seconds
+    rounds = speed.measure_rounds({"device": "cpu", "encoder": "tiny", "records": 4,
+                                   "site_records": 3, "rounds": 4})
+    assert len(rounds["rss_mib"]) == 4 and all(v > 0 for v in rounds["rss_mib"])
+    assert _finite(rounds["slope_mib_per_round"])
+
+
+def test_speed_verdicts_compare_against_targets() -> None:
+    results = {"step": {"acl": {"ratio": 0.9, "augmentation_share": 0.01}},
+               "federation": {"ratio": 1.1}, "rounds": {"slope_mib_per_round": 0.5}}
+    v = speed.verdicts(results)
+    assert [v[k]["pass"] for k in speed.TARGETS] == [False, True, True, False]
+    del results["federation"]
+    assert speed.verdicts(results)["federated_vs_centralized_wall_ratio"]["pass"] is None
