@@ -11,7 +11,7 @@ from typing import Any
 
 import aclecg_cli.data_synth
 from aclecg_core.cohort import DataError
-from aclecg_core.preprocess import PreprocessConfig
+from aclecg_core.preprocess import MAX_FLAT_LEADS, PreprocessConfig
 from aclecg_core.sources import LAYOUTS
 
 
@@ -24,8 +24,9 @@ def register(subparsers: Any) -> None:
     check.add_argument("--layout", choices=LAYOUTS, default="auto")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    check.add_argument("--allow-flat-leads", action="store_true",
-                       help="accept records with a constant (dead) lead")
+    check.add_argument("--max-flat-leads", type=int, default=MAX_FLAT_LEADS, metavar="N",
+                       help="keep records with up to N constant (dead) leads, with a warning; "
+                            f"reject those with more (0: any; default {MAX_FLAT_LEADS})")
     check.set_defaults(func=run_check)
     aclecg_cli.data_synth.register(data_subparsers)
 
@@ -36,22 +37,28 @@ def run_check(args: argparse.Namespace) -> int:
 
     logging.getLogger("aclecg_core").setLevel(logging.ERROR)
     try:
-        report = check_sources(args.paths, args.layout,
-                               PreprocessConfig(allow_flat_leads=args.allow_flat_leads),
-                               args.workers)
+        cfg = PreprocessConfig(max_flat_leads=args.max_flat_leads)
+    except ValueError as exc:
+        print(f"error: --max-flat-leads: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = check_sources(args.paths, args.layout, cfg, args.workers)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = report.summary()
     if args.json:
         records = [{"path": r.path, "record_id": r.record_id, "ok": r.reason is None,
-                    "reason": r.reason, "windows": r.windows, "labels": list(r.labels)}
+                    "reason": r.reason, "warnings": list(r.warnings), "windows": r.windows,
+                    "labels": list(r.labels)}
                    for r in report.records]
         print(json.dumps({"records": records, "summary": summary}, indent=1))
     else:
         for r in report.records:
-            print(f"OK    {r.path}" if r.reason is None else f"FAIL  {r.path}: {r.reason}")
+            warning = "".join(f"  (warning: {w})" for w in r.warnings)
+            print(f"OK    {r.path}{warning}" if r.reason is None
+                  else f"FAIL  {r.path}: {r.reason}")
         reasons = "".join(f"\n  {n:5d}  {reason}" for reason, n in summary["reasons"].items())
-        print(f"{summary['records']} records: {summary['ok']} OK, "
-              f"{summary['rejected']} rejected{reasons}")
+        print(f"{summary['records']} records: {summary['ok']} OK "
+              f"({summary['warnings']} with warnings), {summary['rejected']} rejected{reasons}")
     return 0 if report.ok else 1

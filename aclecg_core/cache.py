@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from aclecg_core.cohort import Cohort, RecordInfo, Rejection
+from aclecg_core.cohort import Cohort, RecordInfo, RecordWarning, Rejection
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: warnings of kept records
 _ARRAYS = ("signals", "rpeaks", "window_record")
 
 
@@ -82,6 +82,7 @@ def save_cohort(cohort: Cohort, folder: Path) -> None:
             "preprocessing": cohort.preprocessing,
             "records": [asdict(r) for r in cohort.records],
             "rejected": [asdict(r) for r in cohort.rejected],
+            "warnings": [asdict(w) for w in cohort.warnings],
         }
         (tmp / "index.json").write_text(json.dumps(index))
         try:
@@ -111,4 +112,5 @@ def load_cached(folder: Path) -> Cohort | None:
         fs=float(index["fs"]),
         preprocessing=index["preprocessing"],
         rejected=[Rejection(**r) for r in index["rejected"]],
+        warnings=[RecordWarning(**w) for w in index["warnings"]],
     )

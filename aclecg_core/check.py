@@ -15,13 +15,15 @@ from aclecg_core.sources import discover
 
 @dataclass(frozen=True)
 class RecordCheck:
-    """The outcome for one record: ``reason`` is None when it is usable."""
+    """The outcome for one record: ``reason`` is None when it is usable, ``warnings`` name
+    problems a usable record is kept despite."""
 
     path: str
     record_id: str
     reason: str | None
     windows: int = 0
     labels: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -35,12 +37,13 @@ class CheckReport:
         return bool(self.records) and all(r.reason is None for r in self.records)
 
     def summary(self) -> dict[str, Any]:
-        """Counts of usable and rejected records, rejections by reason category."""
+        """Counts of usable, rejected and warned-about records, rejections by reason category."""
         bad = [r for r in self.records if r.reason is not None]
         return {
             "records": len(self.records),
             "ok": len(self.records) - len(bad),
             "rejected": len(bad),
+            "warnings": sum(1 for r in self.records if r.warnings),
             "reasons": dict(Counter(r.reason.partition(":")[0] for r in bad if r.reason)),
         }
 
@@ -57,5 +60,6 @@ def check_sources(paths: list[Path], layout: str = "auto",
             report.records.append(RecordCheck(result.path, source.record_id, result.reason))
         else:
             report.records.append(RecordCheck(str(source.header), result.info.record_id, None,
-                                              len(result.windows), result.info.labels))
+                                              len(result.windows), result.info.labels,
+                                              result.warnings))
     return report

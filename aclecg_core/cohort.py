@@ -39,6 +39,14 @@ class Rejection:
     reason: str
 
 
+@dataclass(frozen=True)
+class RecordWarning:
+    """A problem a usable record was kept despite (e.g. a few flat leads)."""
+
+    path: str
+    message: str
+
+
 @dataclass
 class Cohort:
     """Preprocessed windows of a set of records.
@@ -51,6 +59,7 @@ class Cohort:
         fs: sampling rate of ``signals`` in Hz.
         preprocessing: the preprocessing parameters that produced ``signals``.
         rejected: records that were skipped, with reasons.
+        warnings: problems of kept records (``path`` as in ``RecordInfo.path``).
     """
 
     signals: np.ndarray
@@ -60,6 +69,7 @@ class Cohort:
     fs: float
     preprocessing: dict[str, Any]
     rejected: list[Rejection] = field(default_factory=list)
+    warnings: list[RecordWarning] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.signals)
@@ -92,6 +102,7 @@ class Cohort:
             raise ValueError(f"keep must have shape ({len(self.records)},), got {keep.shape}")
         new_index = np.cumsum(keep) - 1
         windows = keep[self.window_record]
+        kept = {r.path for r, k in zip(self.records, keep, strict=True) if k}
         return Cohort(
             signals=self.signals[windows],
             rpeaks=self.rpeaks[windows],
@@ -100,4 +111,5 @@ class Cohort:
             fs=self.fs,
             preprocessing=dict(self.preprocessing),
             rejected=list(self.rejected),
+            warnings=[w for w in self.warnings if w.path in kept],
         )

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from aclecg_core.cache import cache_key, load_cached, save_cohort
-from aclecg_core.cohort import Cohort, DataError, RecordInfo, Rejection
+from aclecg_core.cohort import Cohort, DataError, RecordInfo, RecordWarning, Rejection
 from aclecg_core.preprocess import (
+    MAX_FLAT_LEADS,
     PreprocessConfig,
     cut_windows,
     filter_signal,
@@ -37,23 +38,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProcessedRecord:
-    """One record after preprocessing: windows (k, 12, w), R-peaks per window, metadata."""
+    """One record after preprocessing: windows (k, 12, w), R-peaks per window, metadata, and
+    warnings (problems it was kept despite)."""
 
     info: RecordInfo
     windows: np.ndarray
     rpeaks: list[np.ndarray]
+    warnings: tuple[str, ...] = ()
 
 
 def ingest_record(source: RecordSource, cfg: PreprocessConfig) -> ProcessedRecord | Rejection:
     """Read, check and preprocess one record; any problem becomes a :class:`Rejection`."""
     try:
-        raw = read_wfdb(source.header, cfg.allow_flat_leads)
+        raw = read_wfdb(source.header, cfg.max_flat_leads)
         signal = filter_signal(resample(raw.signal, raw.fs, cfg.target_fs), cfg)
         starts = window_starts(signal.shape[1], cfg)
         peaks = detect_rpeaks(signal, cfg.target_fs)
         windows = normalize(cut_windows(signal, starts, cfg), cfg.normalization)
         info = header_info(source, raw.fs, raw.comments)
-        return ProcessedRecord(info, windows, window_rpeaks(peaks, starts, cfg.window_samples))
+        return ProcessedRecord(info, windows, window_rpeaks(peaks, starts, cfg.window_samples),
+                               raw.warnings)
     except RecordError as exc:
         return Rejection(str(source.header), exc.reason)
     except DataError as exc:
@@ -88,7 +92,7 @@ def _progress(items: Iterable[ProcessedRecord | Rejection], total: int,
 
 
 def assemble(results: list[ProcessedRecord | Rejection], cfg: PreprocessConfig) -> Cohort:
-    """Stack processed records into a :class:`Cohort` (rejections kept in ``rejected``)."""
+    """Stack processed records into a :class:`Cohort` (with its rejections and warnings)."""
     done = [r for r in results if isinstance(r, ProcessedRecord)]
     rejected = [r for r in results if isinstance(r, Rejection)]
     if not done:
@@ -106,22 +110,32 @@ def assemble(results: list[ProcessedRecord | Rejection], cfg: PreprocessConfig) 
         fs=cfg.target_fs,
         preprocessing=cfg.to_dict(),
         rejected=rejected,
+        warnings=_warnings(done),
     )
 
 
-def _report(rejected: list[Rejection], total: int, strict: bool) -> None:
-    if not rejected:
-        return
-    if strict:
+def _warnings(results: Iterable[ProcessedRecord | Rejection]) -> list[RecordWarning]:
+    return [RecordWarning(r.info.path, message) for r in results
+            if isinstance(r, ProcessedRecord) for message in r.warnings]
+
+
+def _report(rejected: list[Rejection], warnings: list[RecordWarning], total: int,
+            strict: bool) -> None:
+    """Log rejections and warnings, counted by category; raise on a rejection if ``strict``."""
+    if rejected and strict:
         first = rejected[0]
         raise DataError(f"{first.path}: {first.reason}"
                         + (f" (and {len(rejected) - 1} more rejected records)"
                            if len(rejected) > 1 else ""))
-    counts = Counter(r.reason.partition(":")[0] for r in rejected)
-    log.warning("rejected %d of %d records: %s", len(rejected), total,
-                ", ".join(f"{reason} ({n})" for reason, n in counts.most_common()))
-    for r in rejected:
-        log.info("rejected %s: %s", r.path, r.reason)
+    for kind, items in (("rejected", [(r.path, r.reason) for r in rejected]),
+                        ("kept with a warning", [(w.path, w.message) for w in warnings])):
+        if not items:
+            continue
+        counts = Counter(text.partition(":")[0] for _, text in items)
+        log.warning("%s %d of %d records: %s", kind, len({path for path, _ in items}), total,
+                    ", ".join(f"{category} ({n})" for category, n in counts.most_common()))
+        for path, text in items:
+            log.info("%s %s: %s", kind, path, text)
 
 
 def load_cohort(paths: list[Path], layout: str = "auto",
@@ -131,8 +145,10 @@ def load_cohort(paths: list[Path], layout: str = "auto",
     """Load every record below ``paths`` into one preprocessed cohort.
 
     Bad records are skipped and listed in ``Cohort.rejected`` (logged), or raise
-    :class:`DataError` naming the file and the problem when ``strict``. With ``cache_dir`` the
-    result is cached, keyed by the source files (path, size, mtime) and all parameters.
+    :class:`DataError` naming the file and the problem when ``strict``. Records kept despite a
+    problem (a few flat leads) are listed in ``Cohort.warnings`` (logged), also when ``strict``.
+    With ``cache_dir`` the result is cached, keyed by the source files (path, size, mtime) and
+    all parameters.
     """
     cfg = preprocessing or PreprocessConfig()
     paths = [Path(p) for p in paths]
@@ -144,14 +160,16 @@ def load_cohort(paths: list[Path], layout: str = "auto",
         folder = Path(cache_dir) / f"cohort-{cache_key(paths, layout, cfg.to_dict())}"
         cached = load_cached(folder)
         if cached is not None:
-            _report(cached.rejected, len(cached.records) + len(cached.rejected), strict)
+            _report(cached.rejected, cached.warnings,
+                    len(cached.records) + len(cached.rejected), strict)
             return cached
     sources = discover(paths, layout)
     if not sources:
         raise DataError(f"no WFDB records found in {', '.join(map(str, paths))}")
     start = time.perf_counter()
     results = ingest(sources, cfg, workers, progress)
-    _report([r for r in results if isinstance(r, Rejection)], len(results), strict)
+    _report([r for r in results if isinstance(r, Rejection)], _warnings(results), len(results),
+            strict)
     cohort = assemble(results, cfg)
     log.info("ingested %d records (%d windows) in %.1f s", len(cohort.records), len(cohort),
              time.perf_counter() - start)
@@ -174,11 +192,13 @@ def _source_for(header: Path, layout: str) -> RecordSource:
 
 
 def read_record(path: Path, layout: str = "auto",
-                allow_flat_leads: bool = False) -> tuple[np.ndarray, float, RecordInfo]:
+                max_flat_leads: int = MAX_FLAT_LEADS) -> tuple[np.ndarray, float, RecordInfo]:
     """One checked record: ((12, n) float32 mV in canonical order, fs in Hz, metadata).
 
-    Raises :class:`DataError` naming the file and the problem.
+    Raises :class:`DataError` naming the file and the problem; logs its warnings.
     """
     source = _source_for(header_path(Path(path)), layout)
-    raw = read_wfdb(source.header, allow_flat_leads)
+    raw = read_wfdb(source.header, max_flat_leads)
+    for message in raw.warnings:
+        log.warning("%s: %s", source.header, message)
     return raw.signal, raw.fs, header_info(source, raw.fs, raw.comments)

@@ -4,8 +4,8 @@ Default: 100 Hz, 0.5–40 Hz zero-phase Butterworth band-pass, no notch, 10 s wi
 stride, records shorter than a window (but at least 5 s) zero-padded, normalisation "none"
 (values stay in mV, so amplitude differences between leads and records — diagnostic for e.g.
 LVH or low voltage — are kept). "lead-zscore" standardises each lead of each window.
-``allow_flat_leads`` (default False) accepts records with a constant (dead) lead instead of
-rejecting them.
+``max_flat_leads`` (default 3) is how many constant (dead) leads a record may have and still be
+kept, with a warning; records with more, or with all leads flat, are rejected (0: any flat lead).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import numpy as np
 from scipy import signal as sps
 
 from aclecg_core.cohort import DataError
+from aclecg_core.leads import CANONICAL_LEADS
 
 SHORT_POLICIES = ("pad", "reject")
 NORMALIZATIONS = ("none", "lead-zscore")
+MAX_FLAT_LEADS = 3  # flat (dead) leads a record may have and be kept, with a warning
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class PreprocessConfig:
     short_policy: str = "pad"
     min_length_s: float = 5.0
     normalization: str = "none"
-    allow_flat_leads: bool = False
+    max_flat_leads: int = MAX_FLAT_LEADS
 
     def __post_init__(self) -> None:
         nyquist = self.target_fs / 2
@@ -67,6 +69,11 @@ class PreprocessConfig:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"preprocessing normalization must be one of {NORMALIZATIONS}, "
                              f"got {self.normalization!r}")
+        n_leads = len(CANONICAL_LEADS)
+        if (not isinstance(self.max_flat_leads, int) or isinstance(self.max_flat_leads, bool)
+                or not 0 <= self.max_flat_leads <= n_leads):
+            raise ValueError(f"preprocessing max_flat_leads (flat leads a kept record may have) "
+                             f"must be an integer 0..{n_leads}, got {self.max_flat_leads!r}")
 
     @property
     def window_samples(self) -> int:

@@ -12,6 +12,7 @@ import wfdb
 
 from aclecg_core.cohort import DataError
 from aclecg_core.leads import CANONICAL_LEADS, LeadError, to_canonical_order
+from aclecg_core.preprocess import MAX_FLAT_LEADS
 
 MAX_FS_HZ = 20_000.0
 MAX_ABS_MV = 25.0  # beyond this (after removing the median) a lead is not a surface ECG in mV
@@ -27,12 +28,16 @@ _INVALID_SAMPLE = {"8": -128, "16": -32768, "61": -32768, "80": -128, "160": -32
 
 @dataclass(frozen=True)
 class RawRecord:
-    """A record read from disk: (12, n) float32 mV in canonical order, rate, header comments."""
+    """A record read from disk: (12, n) float32 mV in canonical order, rate, header comments.
+
+    ``warnings`` name problems the record was kept despite (e.g. a few flat leads).
+    """
 
     name: str
     signal: np.ndarray
     fs: float
     comments: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def header_path(path: Path) -> Path:
@@ -189,12 +194,15 @@ def _read_digital(hea: Path, header: Header) -> np.ndarray:
         raise _fail(hea, f"unreadable signal: {exc}") from None
 
 
-def read_wfdb(path: Path, allow_flat_leads: bool = False) -> RawRecord:
+def read_wfdb(path: Path, max_flat_leads: int = MAX_FLAT_LEADS) -> RawRecord:
     """Read and validate one WFDB record; raise :class:`DataError` naming file and problem.
 
-    A lead that is constant over the whole record (a dead electrode) is an error unless
-    ``allow_flat_leads``.
+    Leads that are constant over the whole record (dead electrodes) are an error when there
+    are more than ``max_flat_leads`` of them or when all leads are flat; fewer are kept and
+    named in ``RawRecord.warnings``.
     """
+    if not 0 <= max_flat_leads <= len(CANONICAL_LEADS):
+        raise ValueError(f"max_flat_leads must be 0..{len(CANONICAL_LEADS)}, got {max_flat_leads}")
     hea = header_path(Path(path))
     header = _read_header(hea)
     _check_signal_files(hea, header)
@@ -222,23 +230,27 @@ def read_wfdb(path: Path, allow_flat_leads: bool = False) -> RawRecord:
         signal = to_canonical_order(physical, header.leads)
     except LeadError as exc:
         raise _fail(hea, f"unusable leads: {exc}") from None
-    _check_values(hea, signal, allow_flat_leads)
-    return RawRecord(header.name, signal, header.fs, tuple(header.comments))
+    warnings = _check_values(hea, signal, max_flat_leads)
+    return RawRecord(header.name, signal, header.fs, tuple(header.comments), warnings)
 
 
-def _check_values(hea: Path, signal: np.ndarray, allow_flat_leads: bool) -> None:
-    """NaN, flat and implausibly large leads are errors."""
+def _check_values(hea: Path, signal: np.ndarray, max_flat_leads: int) -> tuple[str, ...]:
+    """NaN, implausibly large leads and too many flat leads are errors; the warnings."""
     finite = np.isfinite(signal).all(axis=1)
     if not finite.all():
         names = [CANONICAL_LEADS[i] for i in np.flatnonzero(~finite)]
         raise _fail(hea, f"invalid samples: NaN or out-of-range values in lead(s) "
                          f"{', '.join(names)}")
     flat = np.ptp(signal, axis=1) < FLAT_PTP_MV
-    if flat.any() and not allow_flat_leads:
-        names = [CANONICAL_LEADS[i] for i in np.flatnonzero(flat)]
-        raise _fail(hea, f"flat leads: {', '.join(names)} (range below {FLAT_PTP_MV} mV)")
+    flat_names = ", ".join(CANONICAL_LEADS[i] for i in np.flatnonzero(flat))
+    if flat.all() or flat.sum() > max_flat_leads:
+        limit = "all leads" if flat.all() else f"more than max-flat-leads={max_flat_leads}"
+        raise _fail(hea, f"flat leads: {flat_names} (range below {FLAT_PTP_MV} mV; {limit})")
     peaks = np.max(np.abs(signal - np.median(signal, axis=1, keepdims=True)), axis=1)
     if peaks.max() > MAX_ABS_MV:
         i = int(np.argmax(peaks))
         raise _fail(hea, f"implausible amplitude: {peaks[i]:.1f} mV in lead {CANONICAL_LEADS[i]} "
                          f"(limit {MAX_ABS_MV} mV)")
+    if flat.any():
+        return (f"flat leads: {flat_names} (kept; max-flat-leads={max_flat_leads})",)
+    return ()

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import wfdb
 
-from aclecg_core.cohort import DataError
+from aclecg_core.cohort import DataError, RecordWarning
 from aclecg_core.leads import CANONICAL_LEADS
 from aclecg_core.loading import load_cohort, read_record
-from aclecg_core.preprocess import PreprocessConfig
+from aclecg_core.preprocess import MAX_FLAT_LEADS, PreprocessConfig
+from aclecg_core.wfdb_io import read_wfdb
 
 PTBXL_RECORD = "ptbxl/records100/00000/00001_lr"
 CPSC_RECORD = "cinc/cpsc2018/A0001"
@@ -51,9 +52,9 @@ def _edit_header(hea: Path, old: str, new: str, count: int = -1) -> None:
     hea.write_text(text.replace(old, new, count))
 
 
-def _reason(hea: Path) -> str:
+def _reason(hea: Path, max_flat_leads: int = MAX_FLAT_LEADS) -> str:
     with pytest.raises(DataError) as info:
-        read_record(hea, layout="wfdb")
+        read_record(hea, layout="wfdb", max_flat_leads=max_flat_leads)
     message = str(info.value)
     assert str(hea) in message
     return message
@@ -121,12 +122,40 @@ def test_nan_lead(shared_data: Path, tmp_path: Path) -> None:
     assert "invalid samples" in reason and "V2" in reason
 
 
-def test_flat_lead(shared_data: Path, tmp_path: Path) -> None:
+def test_flat_leads(shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Up to max-flat-leads dead leads: kept with a warning; more, or all, leads: rejected."""
     signal = _real(shared_data, PTBXL_RECORD)
     signal[:, 9] = 0.2
-    hea = _write(tmp_path, "flat", signal, 100.0)
-    assert "flat leads: V4" in _reason(hea)
-    read_record(hea, allow_flat_leads=True)
+    one = _write(tmp_path / "data", "one", signal, 100.0)
+    assert read_wfdb(one).warnings == ("flat leads: V4 (kept; max-flat-leads=3)",)
+    assert read_wfdb(one, max_flat_leads=1).warnings == (
+        "flat leads: V4 (kept; max-flat-leads=1)",)
+    assert "flat leads: V4 (range below 0.01 mV; more than max-flat-leads=0)" in _reason(one, 0)
+    signal[:, 6:9] = 0.0
+    four = _write(tmp_path / "data", "four", signal, 100.0)
+    assert ("flat leads: V1, V2, V3, V4 (range below 0.01 mV; more than max-flat-leads=3)"
+            in _reason(four))
+    assert read_wfdb(four, max_flat_leads=4).warnings == (
+        "flat leads: V1, V2, V3, V4 (kept; max-flat-leads=4)",)
+    dead = _write(tmp_path, "dead", np.zeros_like(signal), 100.0)
+    assert "(range below 0.01 mV; all leads)" in _reason(dead, 12)
+    clean = _copy(shared_data, PTBXL_RECORD, tmp_path / "data", "clean")
+    assert read_wfdb(clean).warnings == ()
+    with pytest.raises(ValueError, match=r"max_flat_leads must be 0\.\.12, got 13"):
+        read_wfdb(clean, max_flat_leads=13)
+
+    caplog.set_level("INFO", logger="aclecg_core")
+    cohort = load_cohort([tmp_path / "data"], layout="wfdb", workers=1)
+    assert [r.record_id for r in cohort.records] == ["clean", "one"]
+    assert [Path(r.path).name for r in cohort.rejected] == ["four.hea"]
+    assert cohort.warnings == [RecordWarning(str(one), "flat leads: V4 (kept; max-flat-leads=3)")]
+    assert "kept with a warning 1 of 3 records: flat leads (1)" in caplog.text
+    assert f"kept with a warning {one}: flat leads: V4" in caplog.text
+    assert cohort.select_records(np.array([False, True])).warnings == cohort.warnings
+    assert cohort.select_records(np.array([True, False])).warnings == []
+    strict = load_cohort([tmp_path / "data"], layout="wfdb", workers=1,
+                         preprocessing=PreprocessConfig(max_flat_leads=0))
+    assert [r.record_id for r in strict.records] == ["clean"] and strict.warnings == []
 
 
 def test_implausible_amplitude(shared_data: Path, tmp_path: Path) -> None:

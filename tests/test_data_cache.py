@@ -48,11 +48,14 @@ def test_cache_hit_miss_and_strict(corpus: Path, tmp_path: Path) -> None:
 
     load_cohort([corpus], cache_dir=cache, workers=1, preprocessing=PreprocessConfig(stride_s=5))
     assert len(_entries(cache)) == 2
+    load_cohort([corpus], cache_dir=cache, workers=1,
+                preprocessing=PreprocessConfig(max_flat_leads=0))
+    assert len(_entries(cache)) == 3
     dat = corpus / "00002_lr.dat"
     stat = dat.stat()
     os.utime(dat, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     load_cohort([corpus], cache_dir=cache, workers=1)
-    assert len(_entries(cache)) == 3
+    assert len(_entries(cache)) == 4
 
 
 def test_notch_removes_mains() -> None:

@@ -31,6 +31,10 @@ from aclecg_core.rpeaks import detect_rpeaks
     ({"short_policy": "drop"}, "short_policy"),
     ({"min_length_s": 20.0}, "min_length_s"),
     ({"normalization": "global"}, "normalization"),
+    ({"max_flat_leads": -1}, r"max_flat_leads .* must be an integer 0\.\.12, got -1"),
+    ({"max_flat_leads": 13}, r"max_flat_leads .* must be an integer 0\.\.12, got 13"),
+    ({"max_flat_leads": True}, "max_flat_leads"),
+    ({"max_flat_leads": 2.0}, "max_flat_leads"),
 ])
 def test_config_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -43,6 +47,7 @@ def test_config_round_trip() -> None:
     assert cfg.to_dict()["bandpass_hz"] == [0.5, 40.0]
     with pytest.raises(ValueError, match="unknown preprocessing"):
         PreprocessConfig.from_dict({"speed": 1})
+    assert cfg.to_dict()["max_flat_leads"] == 3  # part of the cache key
 
 
 def test_resample_and_filter_keep_in_band_signal() -> None:

@@ -14,6 +14,7 @@ import pytest
 import aclecg_cli.data
 from aclecg_core.cohort import Cohort
 from aclecg_core.labels import PTBXL_SUPERCLASSES, UNKNOWN_PREFIX, vocabulary
+from aclecg_core.leads import CANONICAL_LEADS
 from aclecg_core.loading import load_cohort
 from aclecg_core.preprocess import PreprocessConfig
 from aclecg_core.sources import discover
@@ -35,14 +36,26 @@ def real(shared_data: Path,
 
 def test_every_record_is_read(real: tuple[Cohort, Cohort, float]) -> None:
     cohort = real[0]
-    assert len(cohort.records) + len(cohort.rejected) == 550
-    assert {Path(r.path).stem for r in cohort.rejected} == DEAD_LEAD_RECORDS
-    assert all(r.reason.startswith("flat leads: V2, V4, V6") for r in cohort.rejected)
-    assert Counter(r.source for r in cohort.records) == {"ptbxl": 350, "cinc": 198}
+    assert len(cohort.records) == 550 and cohort.rejected == []
+    assert Counter(r.source for r in cohort.records) == {"ptbxl": 350, "cinc": 200}
     sites = Counter(r.site for r in cohort.records)
-    assert sites["CPSC"] == 150 and sites["Georgia"] == 20 and sites["Ningbo"] == 18
+    assert sites["CPSC"] == 150 and sites["Georgia"] == 20 and sites["Ningbo"] == 20
     assert sites["PTB-XL"] == 10
     assert sum(n for s, n in sites.items() if s.startswith("PTB-XL-")) == 350
+
+
+def test_dead_leads_are_kept_with_a_warning(real: tuple[Cohort, Cohort, float]) -> None:
+    cohort = real[0]
+    assert sorted(Path(w.path).stem for w in cohort.warnings) == sorted(DEAD_LEAD_RECORDS)
+    assert {w.message for w in cohort.warnings} == {
+        "flat leads: V2, V4, V6 (kept; max-flat-leads=3)"}
+    warned = [i for i, r in enumerate(cohort.records) if r.record_id in DEAD_LEAD_RECORDS]
+    assert {cohort.records[i].path for i in warned} == {w.path for w in cohort.warnings}
+    windows = np.isin(cohort.window_record, warned)
+    dead = [CANONICAL_LEADS.index(lead) for lead in ("V2", "V4", "V6")]
+    assert windows.any() and np.all(cohort.signals[windows][:, dead] == 0)
+    live = np.setdiff1d(np.arange(12), dead)
+    assert np.all(np.ptp(cohort.signals[windows][:, live], axis=2) > 0.05)
 
 
 def test_windows_leads_and_amplitudes(real: tuple[Cohort, Cohort, float]) -> None:
@@ -96,6 +109,7 @@ def test_cache_hit_is_identical(real: tuple[Cohort, Cohort, float]) -> None:
     for name in ("signals", "rpeaks", "window_record"):
         np.testing.assert_array_equal(getattr(cached, name), getattr(cold, name))
     assert cached.records == cold.records and cached.rejected == cold.rejected
+    assert cached.warnings == cold.warnings and len(cold.warnings) == 2
     assert cached.preprocessing == cold.preprocessing and cached.fs == cold.fs
 
 
@@ -117,8 +131,25 @@ def test_data_check_cli(shared_data: Path, capsys: pytest.CaptureFixture[str]) -
     folder = shared_data / "cinc" / "cinc2021"
     code = _data_command(["data", "check", str(folder), "--json", "--workers", "1"])
     report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["summary"] == {
+        "records": 50, "ok": 50, "rejected": 0, "warnings": 2, "reasons": {}}
+    warned = {r["record_id"]: r["warnings"] for r in report["records"] if r["warnings"]}
+    assert warned == {name: ["flat leads: V2, V4, V6 (kept; max-flat-leads=3)"]
+                      for name in DEAD_LEAD_RECORDS}
+    assert all(r["ok"] for r in report["records"])
+
+    assert _data_command(["data", "check", str(folder), "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "50 records: 50 OK (2 with warnings), 0 rejected"
+    assert sum("(warning: flat leads: V2, V4, V6 (kept" in line for line in lines) == 2
+    assert all(line.startswith("OK    ") for line in lines[:-1])
+
+    code = _data_command(["data", "check", str(folder), "--json", "--max-flat-leads", "0",
+                          "--workers", "1"])
+    report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["summary"] == {
-        "records": 50, "ok": 48, "rejected": 2, "reasons": {"flat leads": 2}}
-    assert _data_command(["data", "check", str(folder), "--allow-flat-leads",
-                          "--workers", "1"]) == 0
-    assert capsys.readouterr().out.strip().endswith("50 records: 50 OK, 0 rejected")
+        "records": 50, "ok": 48, "rejected": 2, "warnings": 0, "reasons": {"flat leads": 2}}
+    assert {r["record_id"] for r in report["records"] if not r["ok"]} == DEAD_LEAD_RECORDS
+
+    assert _data_command(["data", "check", str(folder), "--max-flat-leads", "13"]) == 2
+    assert "max_flat_leads" in capsys.readouterr().err
