@@ -99,7 +99,7 @@ class _ResidualBlock(nn.Module):
 
 
 class LeadEncoder(nn.Module):
-    """The shared 1-D CNN branch plus region and global pooling.
+    """The shared 1-D CNN branch plus region pooling and the lead-aware global representation.
 
     ``forward(x)``: (B, 12, T) -> per-lead features (B, 12, D).
     """
@@ -140,12 +140,16 @@ class LeadEncoder(nn.Module):
 
     @staticmethod
     def pool_global(lead_features: Tensor) -> Tensor:
-        """(B, 12, D) -> (B, D): mean over all 12 leads."""
-        return lead_features.mean(dim=1)
+        """(B, 12, D) -> (B, 12·D): the lead features side by side, in canonical lead order.
+
+        The CNN branch is shared by all leads, so a mean over leads would discard which lead a
+        feature came from (the electrical axis, the region of an infarct); concatenation keeps it.
+        """
+        return lead_features.flatten(1)
 
 
-def _mlp(d_in: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_in), nn.ReLU(inplace=True), nn.Linear(d_in, d_out))
+def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_out))
 
 
 class Projectors(nn.Module):
@@ -153,8 +157,10 @@ class Projectors(nn.Module):
 
     def __init__(self, n_regions: int, embed_dim: int, proj_dim: int) -> None:
         super().__init__()
-        self.regions = nn.ModuleList(_mlp(embed_dim, proj_dim) for _ in range(n_regions))
-        self.global_head = _mlp(embed_dim, proj_dim)
+        self.regions = nn.ModuleList(
+            _mlp(embed_dim, proj_dim, embed_dim) for _ in range(n_regions)
+        )
+        self.global_head = _mlp(len(CANONICAL_LEADS) * embed_dim, proj_dim, embed_dim)
 
 
 class AclEcgModel(nn.Module):
@@ -169,10 +175,11 @@ class AclEcgModel(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        return self.encoder.embed_dim
+        """Size of :meth:`embed`'s output: 12 leads × the per-lead feature size D."""
+        return len(CANONICAL_LEADS) * self.encoder.embed_dim
 
     def embed(self, x: Tensor) -> Tensor:
-        """(B, 12, T) -> global representation (B, D), the features used for probing."""
+        """(B, 12, T) -> global representation (B, 12·D), the features used for probing."""
         return self.encoder.pool_global(self.encoder(x))
 
     def forward_regions(self, x: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ class ProbeResult(EvalResult):
 @torch.no_grad()
 def extract_features(model: AclEcgModel, cohort: Cohort, device: str | torch.device = "cpu",
                      batch_size: int = 256) -> np.ndarray:
-    """Global representations (n_windows, D) of every window, in eval mode, as float32."""
+    """Global representations (n_windows, 12·D) of every window, in eval mode, as float32."""
     was_training = model.training
     model.to(device).eval()
     out = []

@@ -30,13 +30,15 @@ def test_shapes_and_region_pooling(regions: str) -> None:
     model = build_model(cfg, seed=0)
     x = torch.randn(3, 12, 250)
     n_regions = len(region_map(regions))
-    assert model.embed(x).shape == (3, 32)
+    assert model.embed(x).shape == (3, 12 * 32) == (3, model.embed_dim)
     assert model.forward_regions(x).shape == (3, n_regions, 16)
     assert model.forward_global(x).shape == (3, 16)
     lead_features = model.encoder(x)
     pooled = model.encoder.pool_regions(lead_features)
     for r, group in enumerate(region_map(regions).leads):
         torch.testing.assert_close(pooled[:, r], lead_features[:, list(group)].mean(dim=1))
+    # the global representation keeps lead identity: lead l's features sit in block l
+    torch.testing.assert_close(model.embed(x).reshape(3, 12, 32), lead_features)
 
 
 def test_state_dict_layout_and_groupnorm() -> None:

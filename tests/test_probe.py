@@ -79,7 +79,7 @@ def test_extract_features_and_probe_cohorts() -> None:
     cohort = _cohort()
     model = build_model(EncoderConfig(size="tiny"), seed=0)
     feats = extract_features(model, cohort, batch_size=7)
-    assert feats.shape == (40, 32) and feats.dtype == np.float32
+    assert feats.shape == (40, model.embed_dim) and feats.dtype == np.float32
     train, test = site_split(cohort, "s0")[0], cohort
     result = probe_cohorts(model, train.select_records(np.ones(10, bool)), test, ["A", "B"])
     assert result.n_train == 10 and result.n_test == 20
