@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,9 @@ def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR) -> P
         ensure_synthetic_cohort(cfg)
     for key, value in FLOWER_ENV.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("RAY_TMPDIR", str(cfg.path(cfg.cohort.cache_dir) / "ray"))
+    # Ray's socket paths must stay under 107 bytes: keep its temp folder short.
+    ray_tmp = Path(tempfile.gettempdir()) / f"aclecg-ray-{os.getuid()}"
+    os.environ.setdefault("RAY_TMPDIR", str(ray_tmp))
     Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
 
     import torch
