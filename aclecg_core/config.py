@@ -25,6 +25,7 @@ AGGREGATES = ("encoder+projectors", "encoder")
 COHORT_SOURCES = ("synthetic", "folder")
 PARTITIONS = ("site", "iid", "dirichlet")
 PROBE_SOURCES = ("synthetic-holdout", "ptbxl", "cinc")
+DP_MODES = ("off", "fixed", "adaptive")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,12 @@ class RunSettings:
     server_momentum: float = 0.9
     server_eta: float = 0.01
     aggregate: str = "encoder+projectors"
+    dp: str = "off"
+    dp_noise_multiplier: float = 1.0
+    dp_clipping_norm: float = 1.0
+    dp_target_quantile: float = 0.5
+    dp_clip_norm_lr: float = 0.2
+    dp_clipped_count_stddev: float = 0.0
     fraction_train: float = 1.0
     min_sites: int = 2
     round_timeout: float = 600.0
@@ -87,6 +94,12 @@ class RunSettings:
         "server_momentum": ((lambda v: 0 <= v < 1), "in [0, 1)"),
         "server_eta": (_positive, "> 0"),
         "aggregate": _one_of(*AGGREGATES),
+        "dp": _one_of(*DP_MODES),
+        "dp_noise_multiplier": (_non_negative, ">= 0"),
+        "dp_clipping_norm": (_positive, "> 0"),
+        "dp_target_quantile": ((lambda v: 0 <= v <= 1), "in [0, 1]"),
+        "dp_clip_norm_lr": (_positive, "> 0"),
+        "dp_clipped_count_stddev": (_non_negative, ">= 0 (0: sampled sites / 20)"),
         "fraction_train": ((lambda v: 0 < v <= 1), "in (0, 1]"),
         "min_sites": (_positive, "> 0"),
         "round_timeout": (_positive, "> 0"),
@@ -172,6 +185,11 @@ class FederationConfig:
         c = self.cohort
         name = f"seed-{c.synthetic_seed}-{c.sites}x{c.records_per_site}"
         return self.path(c.cache_dir) / "synthetic" / name
+
+    def sites_per_round(self) -> int:
+        """Sites sampled per round as Flower's FedAvg samples them, if all ``cohort.sites``
+        are connected: ``max(int(sites * fraction-train), min-sites)`` (DP noise calibration)."""
+        return max(int(self.cohort.sites * self.run.fraction_train), self.run.min_sites)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready snapshot with kebab-case keys (``config.json`` of a run)."""
@@ -331,5 +349,21 @@ def load_config(run_config: Mapping[str, Any], base_dir: Path,
         raise ConfigError(f"run config: key 'min-sites' ({run.min_sites}) exceeds the "
                           f"{cohort.sites} sites of {yaml_path} [cohort]")
     preprocessing = _preprocessing(data.get("preprocessing") or {}, str(yaml_path))
-    return FederationConfig(run=run, cohort=cohort, probe=probe,
-                            preprocessing=preprocessing, base_dir=str(base))
+    cfg = FederationConfig(run=run, cohort=cohort, probe=probe,
+                           preprocessing=preprocessing, base_dir=str(base))
+    _check_adaptive_dp(cfg)
+    return cfg
+
+
+def _check_adaptive_dp(cfg: FederationConfig) -> None:
+    """Flower's adaptive clipping needs noise multiplier < 2 × clipped-count stddev."""
+    r = cfg.run
+    if r.dp != "adaptive" or r.dp_noise_multiplier == 0:
+        return
+    stddev = r.dp_clipped_count_stddev or cfg.sites_per_round() / 20
+    if r.dp_noise_multiplier >= 2 * stddev:
+        origin = ("" if r.dp_clipped_count_stddev
+                  else f" (0: {cfg.sites_per_round()} sampled sites / 20)")
+        raise ConfigError(f"run config: key 'dp-noise-multiplier' ({r.dp_noise_multiplier:g}) "
+                          f"must be < 2 × dp-clipped-count-stddev = {2 * stddev:g}{origin} with "
+                          "dp 'adaptive'; raise dp-clipped-count-stddev or lower the multiplier")

@@ -23,6 +23,7 @@ from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_tor
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
 from aclecg_core.fed.training import initial_model
+from server.dp import DpSettings, wrap_with_dp
 
 APP_DIR = Path(__file__).resolve().parents[1]
 CONFIG_KEY = "aclecg-config"
@@ -42,9 +43,8 @@ def _arrays_of(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
                    on_replies: RepliesHook) -> Strategy:
-    """The configured Flower strategy, extended to (1) report every round's replies and the
-    nodes that did not answer, (2) aggregate in a fixed (site) order and (3) give the
-    aggregated arrays back the dtypes of ``template``."""
+    """The configured Flower strategy, in the server-side DP wrapper when ``dp`` is on, inside
+    a :class:`RecordingStrategy` (replies reported, site order, dtypes of ``template``)."""
     r = cfg.run
     common: dict[str, Any] = dict(fraction_train=r.fraction_train, fraction_evaluate=0.0,
                                   min_train_nodes=r.min_sites, min_evaluate_nodes=0,
@@ -59,31 +59,48 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
         base, common["eta"] = FedAdam, r.server_eta
     else:
         base = FedAvg
+    dp = DpSettings.from_run_config(cfg.to_dict()["run"])
+    inner = wrap_with_dp(base(**common), dp, cfg.sites_per_round())
+    return RecordingStrategy(inner, template, on_replies)
 
-    class Federation(base):  # type: ignore[valid-type,misc]
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.sent: list[int] = []  # the nodes asked to train this round
 
-        def configure_train(self, server_round: int, arrays: ArrayRecord,
-                            config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-            messages = list(super().configure_train(server_round, arrays, config, grid))
-            self.sent = [m.metadata.dst_node_id for m in messages]
-            return messages
+class RecordingStrategy(Strategy):
+    """Wraps ``inner`` to (1) report every round's replies, errors included, and the nodes that
+    did not answer (before a DP wrapper may skip the round), (2) aggregate in a fixed (site)
+    order and (3) give the aggregated arrays back the dtypes of ``template``."""
 
-        def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                            ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            ordered = sorted(replies, key=_reply_order)
-            answered = {m.metadata.src_node_id for m in ordered}
-            on_replies(server_round, ordered, [n for n in self.sent if n not in answered])
-            arrays, metrics = super().aggregate_train(server_round, ordered)
-            if arrays is not None:
-                fixed = restore_dtypes(_arrays_of(arrays), template)
-                arrays = ArrayRecord({k: Array(v) for k, v in fixed.items()})
-            return arrays, metrics
+    def __init__(self, inner: Strategy, template: Mapping[str, np.ndarray],
+                 on_replies: RepliesHook) -> None:
+        self.inner, self.template, self.on_replies = inner, template, on_replies
+        self.sent: list[int] = []  # the nodes asked to train this round
 
-    Federation.__name__ = base.__name__
-    return Federation(**common)
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self.sent = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        ordered = sorted(replies, key=_reply_order)
+        answered = {m.metadata.src_node_id for m in ordered}
+        self.on_replies(server_round, ordered, [n for n in self.sent if n not in answered])
+        arrays, metrics = self.inner.aggregate_train(server_round, ordered)
+        if arrays is not None:
+            fixed = restore_dtypes(_arrays_of(arrays), self.template)
+            arrays = ArrayRecord({k: Array(v) for k, v in fixed.items()})
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.inner.summary()
 
 
 def _reply_order(msg: Message) -> tuple[int, float]:

@@ -1,0 +1,54 @@
+"""The evaluation report of a federated run: ``report.md`` and a self-contained ``report.html``.
+
+Reads ``RUN_DIR/metrics.json`` (required) and ``RUN_DIR/config.json`` (optional), writes the
+figures to ``RUN_DIR/plots/`` and both reports to ``RUN_DIR``. The HTML embeds its figures as
+base64 data URIs and carries its own CSS, so it can be mailed or archived on its own.
+
+Modules: ``runlog`` (the run folder's JSON files as typed records), ``content`` (the sections),
+``blocks`` (their building blocks), ``fmt`` (number and time formats), ``render`` (Markdown, HTML).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aclecg_core.report.content import PLOT_NAMES, build_sections, dp_statement, flatten_config
+from aclecg_core.report.fmt import fmt_ci, fmt_score, fmt_score_ci, fmt_seconds, fmt_time
+from aclecg_core.report.render import render_html, render_markdown
+from aclecg_core.report.runlog import (
+    ClientFit,
+    ProbeScores,
+    ReportError,
+    RoundMetrics,
+    RunMetrics,
+    SiteSummary,
+    load_config,
+    load_metrics,
+)
+
+__all__ = [
+    "ClientFit", "ProbeScores", "ReportError", "RoundMetrics", "RunMetrics", "SiteSummary",
+    "build_sections", "dp_statement", "flatten_config", "fmt_ci", "fmt_score", "fmt_score_ci",
+    "fmt_seconds", "fmt_time", "load_config", "load_metrics", "render_html", "render_markdown",
+    "write_report",
+]
+
+
+def write_report(run_dir: Path) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``run_dir``.
+
+    Returns ``(markdown_path, html_path)``. Raises :class:`ReportError` naming the file when
+    ``metrics.json`` is missing or malformed (or ``config.json`` is malformed).
+    """
+    run_dir = Path(run_dir)
+    metrics = load_metrics(run_dir)
+    config = load_config(run_dir)
+    plots_dir = run_dir / "plots"
+    for name in PLOT_NAMES:  # figures of an earlier report that may not apply any more
+        (plots_dir / name).unlink(missing_ok=True)
+    sections = build_sections(metrics, config, plots_dir)
+    title = f"Federated run report: {metrics.name}"
+    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    md_path.write_text(render_markdown(title, sections, run_dir), encoding="utf-8")
+    html_path.write_text(render_html(title, sections), encoding="utf-8")
+    return md_path, html_path

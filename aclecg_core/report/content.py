@@ -1,0 +1,325 @@
+"""The report's sections, built from a run's metrics and config (figures written on the way)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aclecg_core import plots
+from aclecg_core.report.blocks import Image, Section, Table, Tiles
+from aclecg_core.report.fmt import (
+    fmt_ci,
+    fmt_int,
+    fmt_score,
+    fmt_score_ci,
+    fmt_seconds,
+    fmt_time,
+    fmt_value,
+    parse_time,
+)
+from aclecg_core.report.runlog import RoundMetrics, RunMetrics, SiteSummary
+
+PLOT_NAMES = ("probe.png", "site-loss.png", "round-time.png", "per-class-auroc.png")
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to ``{"a.b": value}``; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _config_value(flat: dict[str, Any], name: str) -> Any:
+    """The first value whose last dotted component is ``name`` (``run.strategy``: ``strategy``)."""
+    return next((v for k, v in flat.items() if k.rsplit(".", 1)[-1] == name), None)
+
+
+DP_SETTINGS = {  # the run-config keys that each dp mode uses (server/dp.py)
+    "fixed": ("dp-noise-multiplier", "dp-clipping-norm"),
+    "adaptive": ("dp-noise-multiplier", "dp-clipping-norm", "dp-target-quantile",
+                 "dp-clip-norm-lr", "dp-clipped-count-stddev"),
+}
+
+
+def dp_statement(flat: dict[str, Any] | None) -> str:
+    """What the run config's ``dp`` mode (``run.dp`` in config.json, or a top-level ``dp``)
+    says: ``off``, or ``fixed`` | ``adaptive`` central differential privacy with that mode's
+    ``dp-*`` settings. Other ``dp``-named keys never turn it on."""
+    if flat is None:
+        return "Differential privacy: unknown (no config.json in the run folder)."
+    prefix = next((p for p in ("run.", "") if f"{p}dp" in flat), None)
+    if prefix is None:
+        return "Differential privacy: off (the configuration sets no dp mode)."
+    mode = flat[f"{prefix}dp"]
+    if mode == "off":
+        return "Differential privacy: off (dp = off)."
+    if mode not in DP_SETTINGS:
+        return (f"Differential privacy: unknown (dp = {fmt_value(mode)} is not one of off, "
+                f"{', '.join(DP_SETTINGS)}).")
+    settings = [f"{k} = {fmt_value(flat[prefix + k])}" for k in DP_SETTINGS[mode]
+                if prefix + k in flat]
+    listed = ", ".join(settings) or "default settings"
+    return (f"Differential privacy: on (dp = {mode}; {listed})."
+            " The server clips each site's update and adds Gaussian noise to the aggregate: this "
+            "protects the released global model, while the server itself receives the sites' "
+            "un-noised updates.")
+
+
+def _final_probe(m: RunMetrics) -> RoundMetrics | None:
+    probed = [rd for rd in m.rounds if rd.probe is not None]
+    final = [rd for rd in probed if rd.round == m.final_round]
+    return final[0] if final else (probed[-1] if probed else None)
+
+
+def _best_probe(m: RunMetrics) -> RoundMetrics | None:
+    probed = [rd for rd in m.rounds if rd.probe is not None]
+    named = [rd for rd in probed if rd.round == m.best_round]
+    if named:
+        return named[0]
+    scored = [rd for rd in probed if rd.probe and not math.isnan(rd.probe.macro_auroc)]
+    return max(scored, key=lambda rd: rd.probe.macro_auroc if rd.probe else 0.0, default=None)
+
+
+def _wall_time(m: RunMetrics) -> float:
+    """Finished minus started when both are known, else the sum of the rounds' wall times."""
+    start, end = parse_time(m.started), parse_time(m.finished)
+    if start and end:
+        try:
+            return (end - start).total_seconds()
+        except TypeError:  # one naive, one aware
+            pass
+    return sum(rd.wall_seconds for rd in m.rounds if not math.isnan(rd.wall_seconds))
+
+
+def _method(flat: dict[str, Any] | None) -> str:
+    if flat is None:
+        return "not recorded (no config.json)"
+    parts = [f"{name} {fmt_value(v)}" for name in ("method", "strategy", "encoder", "aggregate")
+             if (v := _config_value(flat, name)) is not None]
+    return ", ".join(parts) or "not recorded in config.json"
+
+
+def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
+    final, best = _final_probe(m), _best_probe(m)
+    probed = [rd for rd in m.rounds if rd.probe is not None]
+    tiles: list[tuple[str, str, str]] = []
+    if final and final.probe:
+        p = final.probe
+        which = "Final" if m.status == "finished" and final.round == m.final_round else "Latest"
+        tiles.append((f"{which} macro AUROC", fmt_score(p.macro_auroc),
+                      f"95 % CI {fmt_ci(p.auroc_ci)} · round {final.round}"))
+        tiles.append((f"{which} macro AUPRC", fmt_score(p.macro_auprc),
+                      f"95 % CI {fmt_ci(p.auprc_ci)} · round {final.round}"))
+    if best and best.probe:
+        tiles.append(("Best macro AUROC", fmt_score(best.probe.macro_auroc),
+                      f"round {best.round} · AUPRC {fmt_score(best.probe.macro_auprc)}"))
+    if final and final.probe and probed[0] is not final and probed[0].probe:
+        first = probed[0].probe
+        delta = final.probe.macro_auroc - first.macro_auroc
+        tiles.append((f"AUROC change, round {probed[0].round} → {final.round}",
+                      "–" if math.isnan(delta) else f"{delta:+.3f}",
+                      f"{fmt_score(first.macro_auroc)} → {fmt_score(final.probe.macro_auroc)}"))
+    trained = [rd for rd in m.rounds if rd.round > 0]
+    planned = _config_value(flat or {}, "num-server-rounds")
+    tiles.append(("Wall time" if m.finished else "Wall time so far", fmt_seconds(_wall_time(m)),
+                  f"{len(trained)} training round{'s' * (len(trained) != 1)}"
+                  + (f" of {planned}" if isinstance(planned, int) else "")))
+    tiles.append(("Status", m.status,
+                  f"finished {fmt_time(m.finished)}" if m.finished else "not finished"))
+    probe_data = "–"
+    if final and final.probe:
+        source = (flat or {}).get("probe.source")
+        probe_data = f"{fmt_int(final.probe.n_test)} test records" + (
+            f" ({source}; server-held)" if source else "")
+
+    facts = Table(["", ""], [
+        ["Run", m.name],
+        ["Method", _method(flat)],
+        ["Sites", f"{len(m.sites)}: {', '.join(s.site for s in m.sites)}" if m.sites else "–"],
+        ["Rounds recorded", f"{len(m.rounds)} (final round {m.final_round})"
+         if m.final_round is not None else str(len(m.rounds))],
+        ["Started", fmt_time(m.started)],
+        ["Finished", fmt_time(m.finished)],
+        ["Probe data", probe_data],
+    ])
+    blocks: list[str | Table | Image | Tiles] = []
+    if m.status != "finished":
+        blocks.append(f"This run's status is “{m.status}”: the report covers the {len(m.rounds)} "
+                      "rounds recorded so far.")
+    if not probed:
+        blocks.append("No round has a probe result yet, so there are no AUROC/AUPRC numbers.")
+    blocks += [Tiles(tiles), facts]
+    return Section("Summary", blocks)
+
+
+def _probe_section(m: RunMetrics, plots_dir: Path) -> Section | None:
+    probed = [rd for rd in m.rounds if rd.probe is not None]
+    if not probed:
+        return None
+    series = {
+        "Macro AUROC": ([rd.probe.macro_auroc for rd in probed if rd.probe],
+                        [rd.probe.auroc_ci for rd in probed if rd.probe]),
+        "Macro AUPRC": ([rd.probe.macro_auprc for rd in probed if rd.probe],
+                        [rd.probe.auprc_ci for rd in probed if rd.probe]),
+    }
+    best = _best_probe(m)
+    path = plots.plot_probe_curves([rd.round for rd in probed], series,
+                                   best.round if best else None, plots_dir / "probe.png")
+    return Section("Server probe", [
+        "Linear probe of the global encoder on the server's test split after each probed round "
+        "(round 0: the initial, untrained encoder). Shaded: bootstrap 95 % confidence interval.",
+        Image(path, "Probe macro AUROC and AUPRC vs round"),
+    ])
+
+
+def _training_section(m: RunMetrics, plots_dir: Path) -> Section | None:
+    if not m.rounds:
+        return None
+    trained = [rd for rd in m.rounds if rd.clients or rd.failures]
+    sites = sorted({c.site for rd in trained for c in rd.clients})
+    losses = {  # nan where a site did not train, so its line breaks there
+        site: ([rd.round for rd in trained],
+               [next((c.loss for c in rd.clients if c.site == site), math.nan) for rd in trained])
+        for site in sites
+    }
+    blocks: list[str | Table | Image | Tiles] = []
+    if losses:
+        blocks.append(Image(plots.plot_site_loss(losses, plots_dir / "site-loss.png"),
+                            "Local training loss of each site vs round"))
+    blocks.append(Image(plots.plot_round_time([rd.round for rd in m.rounds],
+                                              [rd.wall_seconds for rd in m.rounds],
+                                              [bool(rd.failures) for rd in m.rounds],
+                                              plots_dir / "round-time.png"),
+                        "Wall time of each round (training, aggregation, probe, checkpoint)"))
+    return Section("Training", blocks)
+
+
+def _per_class_section(m: RunMetrics, plots_dir: Path) -> Section | None:
+    final = _final_probe(m)
+    if final is None or final.probe is None or not final.probe.per_class_auroc:
+        return None
+    p = final.probe
+    labels = sorted(p.per_class_auroc, key=lambda k: -p.per_class_auroc[k])
+    path = plots.plot_per_class(labels, [p.per_class_auroc[k] for k in labels],
+                                [None] * len(labels), "AUROC", plots_dir / "per-class-auroc.png")
+    table = Table(["Class", "AUROC", "AUPRC"],
+                  [[k, fmt_score(p.per_class_auroc[k]), fmt_score(p.per_class_auprc.get(k))]
+                   for k in labels], right={1, 2})
+    blocks: list[str | Table | Image | Tiles] = [
+        f"Probe of the model after round {final.round} on {fmt_int(p.n_test)} test records. "
+        "Dashed line: chance (AUROC 0.5).",
+        Image(path, f"Per-class AUROC, round {final.round}"),
+        table,
+    ]
+    if p.skipped:
+        blocks.append("Left out of the macro averages (no positives or no negatives in the test "
+                      f"split): {', '.join(p.skipped)}.")
+    return Section("Per-class results of the final model", blocks)
+
+
+def _label_mix(site: SiteSummary, top: int = 5) -> str:
+    counts = sorted(site.label_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not counts:
+        return "–"
+    total = site.records or sum(site.label_counts.values())
+    parts = [f"{k} {v} ({100 * v / total:.0f} %)" if total else f"{k} {v}"
+             for k, v in counts[:top]]
+    if len(counts) > top:
+        parts.append(f"+{len(counts) - top} more")
+    return ", ".join(parts)
+
+
+def _sites_section(m: RunMetrics) -> Section:
+    if not m.sites:
+        return Section("Sites", ["No site summaries recorded."])
+    rows = [[s.site, fmt_int(s.records), fmt_int(s.windows),
+             "–" if s.fs is None else f"{s.fs:g} Hz", _label_mix(s)] for s in m.sites]
+    footer = None
+    if len(m.sites) > 1:
+        records = [s.records for s in m.sites]
+        windows = [s.windows for s in m.sites]
+        footer = ["Total", fmt_int(None if None in records else sum(r or 0 for r in records)),
+                  fmt_int(None if None in windows else sum(w or 0 for w in windows)), "", ""]
+    return Section("Sites", [
+        Table(["Site", "Records", "Windows", "Sampling rate", "Label mix (records)"], rows,
+              right={1, 2, 3}, footer=footer),
+    ])
+
+
+def _rounds_section(m: RunMetrics) -> Section:
+    rows = []
+    for rd in m.rounds:
+        examples = sum(c.num_examples for c in rd.clients)
+        losses = [(c.loss, c.num_examples) for c in rd.clients if not math.isnan(c.loss)]
+        weight = sum(n for _, n in losses)
+        loss = (sum(x * n for x, n in losses) / weight if weight
+                else sum(x for x, _ in losses) / len(losses) if losses else math.nan)
+        p = rd.probe
+        initial = rd.round == 0 and not rd.clients
+        rows.append(["0 (initial)" if initial else str(rd.round),
+                     "" if initial else str(len(rd.clients)),
+                     str(len(rd.failures)) if rd.failures
+                     else "", fmt_int(examples) if rd.clients else "",
+                     "" if math.isnan(loss) else f"{loss:.3f}", fmt_seconds(rd.wall_seconds),
+                     fmt_score_ci(p.macro_auroc, p.auroc_ci) if p else "",
+                     fmt_score_ci(p.macro_auprc, p.auprc_ci) if p else ""])
+    return Section("Rounds", [
+        "Loss: mean client training loss weighted by examples. Probe columns: macro score "
+        "[bootstrap 95 % CI]; empty where the round was not probed.",
+        Table(["Round", "Clients", "Failed", "Examples", "Loss", "Wall time",
+               "Macro AUROC [95 % CI]", "Macro AUPRC [95 % CI]"], rows, right=set(range(8))),
+    ] if rows else ["No rounds recorded yet."])
+
+
+def _failures_section(m: RunMetrics) -> Section:
+    rows = [[str(rd.round), site, error] for rd in m.rounds for site, error in rd.failures]
+    if not rows:
+        return Section("Failures", ["No client failures."])
+    return Section("Failures", [
+        f"{len(rows)} client failure{'s' * (len(rows) != 1)}; failed replies were left out of "
+        "aggregation for that round.",
+        Table(["Round", "Site", "Error"], rows, right={0}),
+    ])
+
+
+def _config_section(flat: dict[str, Any] | None) -> Section:
+    if flat is None:
+        return Section("Configuration", ["No config.json in the run folder."])
+    return Section("Configuration", [
+        "Snapshot of the validated run configuration (config.json).",
+        Table(["Setting", "Value"], [[k, fmt_value(v)] for k, v in flat.items()]),
+    ])
+
+
+def _privacy_section(flat: dict[str, Any] | None) -> Section:
+    return Section("Privacy", [
+        "What left the sites: the locally trained model weights after each round, per-round "
+        "training metrics (loss, number of examples, time, throughput) and the aggregate counts "
+        "in the sites table. No ECG signal, record identifier or patient metadata left a site.",
+        dp_statement(flat),
+    ])
+
+
+def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path
+                   ) -> list[Section]:
+    """All report sections (writing their figures into ``plots_dir``), in reading order."""
+    flat = None if config is None else flatten_config(config)
+    builders: list[Callable[[], Section | None]] = [
+        lambda: _headline(m, flat),
+        lambda: _probe_section(m, plots_dir),
+        lambda: _per_class_section(m, plots_dir),
+        lambda: _training_section(m, plots_dir),
+        lambda: _sites_section(m),
+        lambda: _rounds_section(m),
+        lambda: _failures_section(m),
+        lambda: _privacy_section(flat),
+        lambda: _config_section(flat),
+    ]
+    return [s for build in builders if (s := build()) is not None]
