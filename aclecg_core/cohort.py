@@ -85,15 +85,19 @@ class Cohort:
     def window_samples(self) -> int:
         return int(self.signals.shape[2])
 
-    def label_matrix(self, classes: list[str]) -> np.ndarray:
-        """Multi-hot uint8 (n_windows, len(classes)) of each window's record labels."""
+    def record_label_matrix(self, classes: list[str]) -> np.ndarray:
+        """Multi-hot uint8 (n_records, len(classes)) of each record's labels."""
         index = {c: i for i, c in enumerate(classes)}
         per_record = np.zeros((len(self.records), len(classes)), dtype=np.uint8)
         for r, info in enumerate(self.records):
             for label in info.labels:
                 if label in index:
                     per_record[r, index[label]] = 1
-        return per_record[self.window_record]
+        return per_record
+
+    def label_matrix(self, classes: list[str]) -> np.ndarray:
+        """Multi-hot uint8 (n_windows, len(classes)) of each window's record labels."""
+        return self.record_label_matrix(classes)[self.window_record]
 
     def select_records(self, keep: np.ndarray) -> Cohort:
         """The sub-cohort of the records where boolean ``keep`` (n_records,) is true."""

@@ -54,13 +54,7 @@ def aggregate_by_record(window_values: np.ndarray, window_record: np.ndarray,
 
 def record_labels(cohort: Cohort, classes: list[str]) -> np.ndarray:
     """Multi-hot uint8 (n_records, C) of each record's labels."""
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.zeros((len(cohort.records), len(classes)), dtype=np.uint8)
-    for r, info in enumerate(cohort.records):
-        for label in info.labels:
-            if label in index:
-                y[r, index[label]] = 1
-    return y
+    return cohort.record_label_matrix(classes)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
