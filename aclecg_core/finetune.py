@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from aclecg_core.device import autocast, pick_device
 from aclecg_core.metrics import EvalResult, evaluable, evaluate
 from aclecg_core.model import AclEcgModel
 from aclecg_core.probe import aggregate_by_record, record_labels
+from aclecg_core.settings import reject_unknown_keys
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown finetune config keys {unknown}")
+        reject_unknown_keys(cls, data, "finetune config keys")
         return cls(**data)
 
 

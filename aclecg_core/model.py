@@ -6,7 +6,7 @@ State-dict keys start with ``encoder.`` (what probing and fine-tuning use) or ``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from aclecg_core.leads import CANONICAL_LEADS
 from aclecg_core.regions import RegionMap, region_map
+from aclecg_core.settings import reject_unknown_keys
 
 # size -> (width, depth, embed_dim, proj_dim)
 _PRESETS: dict[str, tuple[int, int, int, int]] = {
@@ -64,10 +65,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder config keys {unknown}; known keys {sorted(known)}")
+        reject_unknown_keys(cls, data, "encoder config keys")
         return replace(cls(), **data)
 
 

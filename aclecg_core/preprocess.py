@@ -20,6 +20,7 @@ from scipy import signal as sps
 
 from aclecg_core.cohort import DataError
 from aclecg_core.leads import CANONICAL_LEADS
+from aclecg_core.settings import reject_unknown_keys
 
 SHORT_POLICIES = ("pad", "reject")
 NORMALIZATIONS = ("none", "lead-zscore")
@@ -96,9 +97,7 @@ class PreprocessConfig:
         values = dict(data)
         if values.get("bandpass_hz") is not None:
             values["bandpass_hz"] = tuple(values["bandpass_hz"])
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown preprocessing parameters: {sorted(unknown)}")
+        reject_unknown_keys(cls, values, "preprocessing parameters")
         return cls(**values)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from aclecg_core.cohort import Cohort
 from aclecg_core.device import autocast, pick_device
 from aclecg_core.losses import acl_ecg_loss, nt_xent
 from aclecg_core.model import AclEcgModel
+from aclecg_core.settings import reject_unknown_keys
 
 __all__ = ["PretrainConfig", "PretrainResult", "pick_device", "pretrain"]
 
@@ -80,10 +81,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown pretrain config keys {unknown}; known keys {sorted(known)}")
+        reject_unknown_keys(cls, data, "pretrain config keys")
         return cls(**data)
 
 
