@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aclecg_cli.data_synth
-from aclecg_core.cohort import DataError
-from aclecg_core.preprocess import MAX_FLAT_LEADS, PreprocessConfig
-from aclecg_core.sources import LAYOUTS
+from aclecg_core.data.cohort import DataError
+from aclecg_core.data.preprocess import MAX_FLAT_LEADS, PreprocessConfig
+from aclecg_core.data.sources import LAYOUTS
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """List each record as OK or with its reason; exit 0 only if every record is usable."""
-    from aclecg_core.check import check_sources
+    from aclecg_core.data.check import check_sources
 
     logging.getLogger("aclecg_core").setLevel(logging.ERROR)
     try:

@@ -41,12 +41,12 @@ def register(data_subparsers: Any) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     """Write the cohort and print a one-line summary; exit code 0 on success."""
     if args.generator == "gan":
-        from aclecg_core.gan import write_gan_cohort
+        from aclecg_core.data.gan import write_gan_cohort
 
         write_gan_cohort(args.out, args.sites, args.records_per_site, args.seed, args.workers)
         print(f"wrote {args.sites} × {args.records_per_site} GAN records to {args.out}")
         return 0
-    from aclecg_core.synth import write_synthetic_cohort
+    from aclecg_core.data.synth import write_synthetic_cohort
 
     summary = write_synthetic_cohort(args.out, args.sites, args.records_per_site, args.seed,
                                      args.workers)
@@ -54,7 +54,7 @@ def run_synth(args: argparse.Namespace) -> int:
     print(f"wrote {summary.records} records ({summary.sites} sites) to {summary.out} in "
           f"{summary.seconds:.1f} s ({summary.records_per_second:.0f} records/s); {counts}")
     if args.figure is not None:
-        from aclecg_core.synth.figure import draw_label_figures
+        from aclecg_core.data.synth.figure import draw_label_figures
 
         paths = draw_label_figures(args.figure, args.seed)
         print(f"drew {len(paths)} figures in {args.figure}")

@@ -15,8 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aclecg_core import pki
-from deploy import launch
+from deploy import launch, pki
 
 DEFAULT_CONNECTION = "hospitals"
 DEFAULT_PORT = 9093
@@ -214,8 +213,8 @@ def site_preflight(data_dir: Path, layout: str, min_records: int) -> str | None:
     Loads the folder as the ClientApp would (every record read and checked); reports missing
     folders, unreadable files, wrong leads and too few usable records.
     """
-    from aclecg_core.cohort import DataError
-    from aclecg_core.loading import load_cohort
+    from aclecg_core.data.cohort import DataError
+    from aclecg_core.data.loading import load_cohort
 
     if not data_dir.is_dir():
         return f"{data_dir}: no such folder"
@@ -256,7 +255,7 @@ def _which(name: str) -> str:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from aclecg_core.config import ConfigError, parse_overrides
+    from aclecg_core.fed.config import ConfigError, parse_overrides
 
     try:
         overrides = parse_overrides(args.set)

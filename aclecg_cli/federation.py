@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from aclecg_core.cohort import DataError
-from aclecg_core.config import ConfigError, parse_overrides
+from aclecg_core.data.cohort import DataError
+from aclecg_core.fed.config import ConfigError, parse_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -54,8 +54,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, preprocessing: dict[str, Any] | None = None) -> Any:
-    from aclecg_core.loading import load_cohort
-    from aclecg_core.preprocess import PreprocessConfig
+    from aclecg_core.data.loading import load_cohort
+    from aclecg_core.data.preprocess import PreprocessConfig
 
     cfg = PreprocessConfig.from_dict(preprocessing) if preprocessing else PreprocessConfig()
     return load_cohort(list(args.data), layout=args.layout, preprocessing=cfg,
@@ -64,9 +64,9 @@ def _load(args: argparse.Namespace, preprocessing: dict[str, Any] | None = None)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from aclecg_core.checkpoint import save_checkpoint
-    from aclecg_core.model import EncoderConfig, build_model
-    from aclecg_core.pretrain import PretrainConfig, pick_device, pretrain
+    from aclecg_core.method.checkpoint import save_checkpoint
+    from aclecg_core.method.model import EncoderConfig, build_model
+    from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
     cohort = _load(args)
     enc = EncoderConfig(size=args.encoder, regions=args.regions)
@@ -87,8 +87,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    from aclecg_core.checkpoint import load_checkpoint
-    from aclecg_core.model import EncoderConfig, build_model
+    from aclecg_core.method.checkpoint import load_checkpoint
+    from aclecg_core.method.model import EncoderConfig, build_model
 
     if args.checkpoint == RANDOM_CHECKPOINT:
         enc = EncoderConfig(size=args.encoder)
@@ -104,7 +104,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _classes(spec: str, cohort: Any) -> list[str]:
-    from aclecg_core.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
+    from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
 
     if spec == "auto":
         seen = {label for r in cohort.records for label in r.labels}
@@ -116,7 +116,7 @@ def _classes(spec: str, cohort: Any) -> list[str]:
 
 def _split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any, Any]:
     """(train, validation, test)."""
-    from aclecg_core.probe import patient_split, ptbxl_split, site_split
+    from aclecg_core.evaluation.probe import patient_split, ptbxl_split, site_split
 
     if spec == "ptbxl":
         train, val, test = ptbxl_split(cohort)
@@ -147,8 +147,8 @@ def _print(result: dict[str, Any], as_json: bool, title: str) -> None:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from aclecg_core.pretrain import pick_device
-    from aclecg_core.probe import probe_cohorts
+    from aclecg_core.evaluation.probe import probe_cohorts
+    from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"))
@@ -163,7 +163,7 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def _probe_split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any]:
     """(train, test); a linear probe needs no validation part (PTB-XL fold 9 is left out)."""
-    from aclecg_core.probe import patient_split, ptbxl_split, site_split
+    from aclecg_core.evaluation.probe import patient_split, ptbxl_split, site_split
 
     if spec == "ptbxl":
         train, _, test = ptbxl_split(cohort)
@@ -176,8 +176,8 @@ def _probe_split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any]:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from aclecg_core.finetune import FinetuneConfig, finetune
-    from aclecg_core.pretrain import pick_device
+    from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
+    from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"))

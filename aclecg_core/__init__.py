@@ -1,4 +1,6 @@
-"""ACL-ECG core: data, augmentations, encoder, losses, training and evaluation.
+"""ACL-ECG core, grouped by purpose: ``data`` (reading and preparing ECGs), ``method`` (the
+contrastive method), ``evaluation`` (probing, fine-tuning, metrics), ``fed`` (Flower-free
+federation logic), ``report`` (run reports); ``settings`` holds the shared config helper.
 
 This package never imports Flower nor the ``client``/``server``/``simulation`` apps.
 """

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aclecg_core.loading import load_cohort
+from aclecg_core.data.loading import load_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -37,22 +37,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aclecg_core.cohort import Cohort
-from aclecg_core.config import FederationConfig, load_config
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
+from aclecg_core.data.loading import load_cohort
+from aclecg_core.data.preprocess import PreprocessConfig
+from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
+from aclecg_core.evaluation.probe import patient_split, probe_cohorts, ptbxl_split
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
+from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.partition import (
     partition_by_site,
     partition_dirichlet,
     partition_iid,
 )
 from aclecg_core.fed.training import train_site
-from aclecg_core.finetune import FinetuneConfig, finetune
-from aclecg_core.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
-from aclecg_core.loading import load_cohort
-from aclecg_core.model import AclEcgModel, EncoderConfig, build_model
-from aclecg_core.preprocess import PreprocessConfig
-from aclecg_core.pretrain import PretrainConfig, pretrain
-from aclecg_core.probe import patient_split, probe_cohorts, ptbxl_split
+from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
+from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import CACHE, DATA, RESULTS, ROOT, finish, metadata, write_json
 
 PREPROCESSING = PreprocessConfig(window_s=5.0, stride_s=10.0)
@@ -90,7 +90,7 @@ def _load(paths: list[Path], layout: str = "auto") -> Cohort:
 
 def synthetic_root(records: int) -> Path:
     """Five synthetic sites (seed 0) written once into the benchmark cache."""
-    from aclecg_core.synth import write_synthetic_cohort
+    from aclecg_core.data.synth import write_synthetic_cohort
 
     out = CACHE / f"synthetic-seed0-5x{records}"
     if not (out / ".complete").is_file():
@@ -101,7 +101,7 @@ def synthetic_root(records: int) -> Path:
 
 def gan_root(sites: int, records: int) -> Path:
     """An unlabeled deepfake-ecg corpus written once into the benchmark cache."""
-    from aclecg_core.gan import write_gan_cohort
+    from aclecg_core.data.gan import write_gan_cohort
 
     out = CACHE / f"gan-seed0-{sites}x{records}"
     if not (out / ".complete").is_file():

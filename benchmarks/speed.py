@@ -33,10 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aclecg_core.cohort import Cohort
-from aclecg_core.device import autocast, pick_device
-from aclecg_core.losses import acl_ecg_loss, nt_xent
-from aclecg_core.model import AclEcgModel, EncoderConfig, build_model
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.method.device import autocast, pick_device
+from aclecg_core.method.losses import acl_ecg_loss, nt_xent
+from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from benchmarks.common import (
     CACHE,
     DATA,
@@ -66,8 +66,8 @@ def _sync(device: torch.device) -> None:
 
 def _synthetic_sites(records: int, sites: int = 4) -> list[Cohort]:
     """Sites 1..``sites`` of the benchmark's synthetic cohort, default preprocessing (10 s)."""
-    from aclecg_core.loading import load_cohort
-    from aclecg_core.synth import write_synthetic_cohort
+    from aclecg_core.data.loading import load_cohort
+    from aclecg_core.data.synth import write_synthetic_cohort
 
     root = CACHE / f"speed-synthetic-{sites}x{records}"
     if not (root / ".complete").is_file():
@@ -78,7 +78,7 @@ def _synthetic_sites(records: int, sites: int = 4) -> list[Cohort]:
 
 
 def _pooled(records: int) -> Cohort:
-    from aclecg_core.loading import load_cohort
+    from aclecg_core.data.loading import load_cohort
 
     _synthetic_sites(records)
     root = CACHE / f"speed-synthetic-4x{records}"
@@ -92,7 +92,7 @@ def bare_epoch(model: AclEcgModel, cohort: Cohort, method: str, batch_size: int,
 
     Returns (seconds, augmentation seconds, samples).
     """
-    from aclecg_core.pretrain import PretrainConfig
+    from aclecg_core.method.pretrain import PretrainConfig
 
     cfg = PretrainConfig(method=method, batch_size=batch_size, seed=seed)
     views = cfg.views()
@@ -137,7 +137,7 @@ def bare_epoch(model: AclEcgModel, cohort: Cohort, method: str, batch_size: int,
 
 def measure_step(args: dict[str, Any]) -> dict[str, Any]:
     """``pretrain`` vs the bare loop, interleaved; augmentation share from the bare loop."""
-    from aclecg_core.pretrain import PretrainConfig, pretrain
+    from aclecg_core.method.pretrain import PretrainConfig, pretrain
 
     device = pick_device(args["device"])
     cohort = _pooled(args["records"])
@@ -170,11 +170,11 @@ def measure_step(args: dict[str, Any]) -> dict[str, Any]:
 def measure_federation(args: dict[str, Any]) -> dict[str, Any]:
     """The Flower simulation (4 sites) vs centralized pretraining of the pooled sites for the
     same number of epochs, both with the server's probe at round 0 and at the end."""
-    from aclecg_core.config import load_config, read_pyproject_defaults
+    from aclecg_core.evaluation.probe import probe_cohorts
+    from aclecg_core.fed.config import load_config, read_pyproject_defaults
     from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data, simulated_site
     from aclecg_core.fed.training import initial_model
-    from aclecg_core.pretrain import PretrainConfig, pretrain
-    from aclecg_core.probe import probe_cohorts
+    from aclecg_core.method.pretrain import PretrainConfig, pretrain
     from simulation.run import simulate
 
     rounds = args["rounds"]
@@ -230,7 +230,7 @@ def _concat(parts: list[Cohort]) -> Cohort:
 
 def measure_load(args: dict[str, Any]) -> dict[str, Any]:
     """Cold ingest of PTB-XL + CinC into an empty cache, then cached loads (best of 3)."""
-    from aclecg_core.loading import load_cohort
+    from aclecg_core.data.loading import load_cohort
 
     paths = [DATA / "ptbxl", DATA / "cinc"] if not args["quick"] else [DATA / "cinc" / "cinc2021"]
     with tempfile.TemporaryDirectory() as cache:
@@ -250,9 +250,9 @@ def measure_load(args: dict[str, Any]) -> dict[str, Any]:
 
 def measure_probe(args: dict[str, Any]) -> dict[str, Any]:
     """The server's probe: features of PTB-XL folds 1–8 and 10, logistic regression, bootstrap."""
-    from aclecg_core.labels import PTBXL_SUPERCLASSES
-    from aclecg_core.loading import load_cohort
-    from aclecg_core.probe import extract_features, probe_cohorts, ptbxl_split
+    from aclecg_core.data.labels import PTBXL_SUPERCLASSES
+    from aclecg_core.data.loading import load_cohort
+    from aclecg_core.evaluation.probe import extract_features, probe_cohorts, ptbxl_split
 
     cohort = load_cohort([DATA / "ptbxl"], layout="ptbxl", cache_dir=CACHE / "cohorts",
                          workers=1)
@@ -274,8 +274,8 @@ def measure_probe(args: dict[str, Any]) -> dict[str, Any]:
 
 def measure_rounds(args: dict[str, Any]) -> dict[str, Any]:
     """RSS after each of ``rounds`` in-process rounds: train_site on two tiny sites + FedAvg."""
-    from aclecg_core.config import load_config
     from aclecg_core.fed.arrays import select_keys, to_numpy
+    from aclecg_core.fed.config import load_config
     from aclecg_core.fed.training import initial_model, train_site
     from benchmarks.quality import fedavg
 

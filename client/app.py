@@ -13,8 +13,8 @@ from typing import Any, cast
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from aclecg_core.cohort import Cohort
-from aclecg_core.config import FederationConfig
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.sites import count_classes, simulated_site, site_data_dir
 from aclecg_core.fed.training import set_threads, train_site
 

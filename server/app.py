@@ -18,8 +18,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
 
-from aclecg_core.config import FederationConfig, load_config
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
+from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
 from aclecg_core.fed.training import initial_model
@@ -169,7 +169,7 @@ class RoundRecorder:
         state = {**self.template, **_arrays_of(arrays)}
         probe = None
         if self.should_probe(global_round):
-            from aclecg_core.probe import probe_cohorts
+            from aclecg_core.evaluation.probe import probe_cohorts
 
             model = initial_model(self.cfg)
             model.load_state_dict(to_torch(state))

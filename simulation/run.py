@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aclecg_core.config import load_config, read_pyproject_defaults
+from aclecg_core.fed.config import load_config, read_pyproject_defaults
 from aclecg_core.fed.rundir import default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 

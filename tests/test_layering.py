@@ -1,4 +1,5 @@
-"""The architecture rules: aclecg_core is Flower-free and app-free; client and server are apart."""
+"""The architecture rules: the core's packages import downwards only, the core is Flower-free and
+app-free, and client and server are apart."""
 
 from __future__ import annotations
 
@@ -8,27 +9,53 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "aclecg_core"
 
 
-def _imported_top_levels(package: str) -> set[str]:
+def _imported_modules(folder: Path) -> set[str]:
+    """Dotted names of every absolute import in the Python files under ``folder``."""
     names: set[str] = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                assert node.level == 0, f"relative import in {path}"
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+def _violations(imported: set[str], forbidden: set[str]) -> set[str]:
+    return {name for name in imported
+            if any(name == bad or name.startswith(bad + ".") for bad in forbidden)}
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
     ("aclecg_core", {"flwr", "client", "server", "simulation", "aclecg_cli", "deploy"}),
+    ("aclecg_core/data", {"aclecg_core.method", "aclecg_core.evaluation", "aclecg_core.fed",
+                          "aclecg_core.report"}),
+    ("aclecg_core/method", {"aclecg_core.evaluation", "aclecg_core.fed", "aclecg_core.report"}),
+    ("aclecg_core/evaluation", {"aclecg_core.fed", "aclecg_core.report"}),
+    ("aclecg_core/report", {"aclecg_core.data", "aclecg_core.method", "aclecg_core.evaluation",
+                            "aclecg_core.fed"}),
     ("client", {"server", "simulation", "aclecg_cli"}),
     ("server", {"client", "simulation", "aclecg_cli"}),
 ])
 def test_package_does_not_import(package: str, forbidden: set[str]) -> None:
-    assert _imported_top_levels(package) & forbidden == set()
+    assert _violations(_imported_modules(ROOT / package), forbidden) == set()
+
+
+def test_core_is_a_handful_of_packages() -> None:
+    loose = {p.name for p in CORE.glob("*.py")}
+    packages = {p.name for p in CORE.iterdir() if (p / "__init__.py").is_file()}
+    assert loose == {"__init__.py", "settings.py"}
+    assert packages == {"data", "method", "evaluation", "fed", "report"}
 
 
 def test_import_scan_sees_real_imports() -> None:
-    assert {"flwr", "aclecg_core"} <= _imported_top_levels("client")
+    assert {"flwr", "aclecg_core.fed.config"} <= {
+        name.split(".")[0] if name.startswith("flwr") else name
+        for name in _imported_modules(ROOT / "client")}
+    assert _violations({"aclecg_core.method.model"}, {"aclecg_core.method"})
+    assert not _violations({"aclecg_core.methods"}, {"aclecg_core.method"})

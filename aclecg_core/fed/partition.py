@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aclecg_core.cohort import Cohort
+from aclecg_core.data.cohort import Cohort
 
 
 def _patients(cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from aclecg_core.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
-from aclecg_core.config import ConfigError, FederationConfig
 from aclecg_core.fed.arrays import to_numpy, to_torch
+from aclecg_core.fed.config import ConfigError, FederationConfig
+from aclecg_core.method.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
 # Run-config keys that may differ between a run and its resumption.
 RESUME_FREE_KEYS = ("resume", "run-dir", "num-server-rounds", "round-timeout", "device",

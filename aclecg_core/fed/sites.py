@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aclecg_core.cohort import Cohort
-from aclecg_core.config import FederationConfig
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
+from aclecg_core.data.loading import load_cohort
+from aclecg_core.data.preprocess import PreprocessConfig
+from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.partition import partition_by_site, partition_dirichlet, partition_iid
-from aclecg_core.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
-from aclecg_core.loading import load_cohort
-from aclecg_core.preprocess import PreprocessConfig
 
 _DONE = ".complete"
 
@@ -26,7 +26,7 @@ def ensure_synthetic_cohort(cfg: FederationConfig) -> Path:
     server's probe. Written to a temporary folder first, so a killed run never leaves a partial
     cohort behind.
     """
-    from aclecg_core.synth import write_synthetic_cohort
+    from aclecg_core.data.synth import write_synthetic_cohort
 
     out = cfg.synthetic_dir()
     if (out / _DONE).is_file():
@@ -111,7 +111,7 @@ def _frequent_labels(cohort: Cohort, min_records: int = 10, top: int = 10) -> li
 
 def probe_data(cfg: FederationConfig) -> tuple[Cohort, Cohort, list[str]]:
     """(probe-train, probe-test, classes) of the server's centralized linear probe."""
-    from aclecg_core.probe import patient_split, ptbxl_split
+    from aclecg_core.evaluation.probe import patient_split, ptbxl_split
 
     p = cfg.probe
 

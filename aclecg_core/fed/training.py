@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from aclecg_core.cohort import Cohort
-from aclecg_core.config import FederationConfig
+from aclecg_core.data.cohort import Cohort
 from aclecg_core.fed.arrays import round_seed, select_keys, to_numpy, to_torch
+from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.sites import label_counts
-from aclecg_core.model import AclEcgModel, EncoderConfig, build_model
-from aclecg_core.pretrain import PretrainConfig, pick_device, pretrain
+from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
+from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
 
 def initial_model(cfg: FederationConfig) -> AclEcgModel:

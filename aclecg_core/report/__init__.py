@@ -3,6 +3,7 @@
 Reads ``RUN_DIR/metrics.json`` (required) and ``RUN_DIR/config.json`` (optional), writes the
 figures to ``RUN_DIR/plots/`` and both reports to ``RUN_DIR``. The HTML embeds its figures as
 base64 data URIs and carries its own CSS, so it can be mailed or archived on its own.
+Reads files only: imports no other package of the core.
 
 Modules: ``runlog`` (the run folder's JSON files as typed records), ``content`` (the sections),
 ``blocks`` (their building blocks), ``fmt`` (number and time formats), ``render`` (Markdown, HTML).

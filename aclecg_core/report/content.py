@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aclecg_core import plots
+from aclecg_core.report import plots
 from aclecg_core.report.blocks import Image, Section, Table, Tiles
 from aclecg_core.report.fmt import (
     fmt_ci,

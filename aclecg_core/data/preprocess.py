@@ -1,0 +1,169 @@
+"""Preprocessing of a 12-lead record: resampling, filtering, fixed-length windows, normalisation.
+
+Default: 100 Hz, 0.5–40 Hz zero-phase Butterworth band-pass, no notch, 10 s windows with a 10 s
+stride, records shorter than a window (but at least 5 s) zero-padded, normalisation "none"
+(values stay in mV, so amplitude differences between leads and records — diagnostic for e.g.
+LVH or low voltage — are kept). "lead-zscore" standardises each lead of each window.
+``max_flat_leads`` (default 3) is how many constant (dead) leads a record may have and still be
+kept, with a warning; records with more, or with all leads flat, are rejected (0: any flat lead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from functools import cache
+from typing import Any
+
+import numpy as np
+from scipy import signal as sps
+
+from aclecg_core.data.cohort import DataError
+from aclecg_core.data.leads import CANONICAL_LEADS
+from aclecg_core.settings import reject_unknown_keys
+
+SHORT_POLICIES = ("pad", "reject")
+NORMALIZATIONS = ("none", "lead-zscore")
+MAX_FLAT_LEADS = 3  # flat (dead) leads a record may have and be kept, with a warning
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Preprocessing parameters; values are checked on construction (ValueError)."""
+
+    target_fs: float = 100.0
+    bandpass_hz: tuple[float, float] | None = (0.5, 40.0)
+    filter_order: int = 3
+    notch_hz: float | None = None
+    window_s: float = 10.0
+    stride_s: float | None = None
+    short_policy: str = "pad"
+    min_length_s: float = 5.0
+    normalization: str = "none"
+    max_flat_leads: int = MAX_FLAT_LEADS
+
+    def __post_init__(self) -> None:
+        nyquist = self.target_fs / 2
+        if not 0 < self.target_fs <= 2000:
+            raise ValueError(f"preprocessing target_fs must be in (0, 2000] Hz, "
+                             f"got {self.target_fs}")
+        if self.bandpass_hz is not None:
+            low, high = self.bandpass_hz
+            if not 0 <= low < high < nyquist:
+                raise ValueError(f"preprocessing bandpass_hz must satisfy 0 <= low < high < "
+                                 f"{nyquist} (target_fs/2), got {self.bandpass_hz}")
+        if not 1 <= self.filter_order <= 8:
+            raise ValueError(f"preprocessing filter_order must be 1..8, got {self.filter_order}")
+        if self.notch_hz is not None and not 0 < self.notch_hz < nyquist:
+            raise ValueError(f"preprocessing notch_hz must be in (0, {nyquist}) Hz "
+                             f"(target_fs/2), got {self.notch_hz}")
+        if not self.window_s > 0 or self.window_s * self.target_fs < 8:
+            raise ValueError(f"preprocessing window_s too short: {self.window_s}")
+        if self.stride_s is not None and not self.stride_s > 0:
+            raise ValueError(f"preprocessing stride_s must be > 0, got {self.stride_s}")
+        if self.short_policy not in SHORT_POLICIES:
+            raise ValueError(f"preprocessing short_policy must be one of {SHORT_POLICIES}, "
+                             f"got {self.short_policy!r}")
+        if not 0 < self.min_length_s <= self.window_s:
+            raise ValueError(f"preprocessing min_length_s must be in (0, window_s], "
+                             f"got {self.min_length_s}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"preprocessing normalization must be one of {NORMALIZATIONS}, "
+                             f"got {self.normalization!r}")
+        n_leads = len(CANONICAL_LEADS)
+        if (not isinstance(self.max_flat_leads, int) or isinstance(self.max_flat_leads, bool)
+                or not 0 <= self.max_flat_leads <= n_leads):
+            raise ValueError(f"preprocessing max_flat_leads (flat leads a kept record may have) "
+                             f"must be an integer 0..{n_leads}, got {self.max_flat_leads!r}")
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.target_fs)
+
+    @property
+    def stride_samples(self) -> int:
+        return round((self.stride_s or self.window_s) * self.target_fs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters (stored in ``Cohort.preprocessing``)."""
+        data = asdict(self)
+        if self.bandpass_hz is not None:
+            data["bandpass_hz"] = list(self.bandpass_hz)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        values = dict(data)
+        if values.get("bandpass_hz") is not None:
+            values["bandpass_hz"] = tuple(values["bandpass_hz"])
+        reject_unknown_keys(cls, values, "preprocessing parameters")
+        return cls(**values)
+
+
+def resample(signal: np.ndarray, fs: float, target_fs: float) -> np.ndarray:
+    """Polyphase resampling of (leads, n) from ``fs`` to ``target_fs`` (fs >= target_fs)."""
+    if fs < target_fs:
+        raise DataError(f"sampling rate too low: {fs:g} Hz is below the target {target_fs:g} Hz")
+    ratio = Fraction(target_fs / fs).limit_denominator(1000)
+    if ratio == 1:
+        return signal.astype(np.float32)
+    out = sps.resample_poly(signal, ratio.numerator, ratio.denominator, axis=1)
+    return out.astype(np.float32)
+
+
+@cache
+def _bandpass_sos(low: float, high: float, order: int, fs: float) -> np.ndarray:
+    if low > 0:
+        return sps.butter(order, (low, high), btype="bandpass", fs=fs, output="sos")
+    return sps.butter(order, high, btype="lowpass", fs=fs, output="sos")
+
+
+def filter_signal(signal: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Zero-phase band-pass and optional notch of (leads, n) at ``cfg.target_fs``."""
+    out = signal
+    # even reflection over up to 3 s lets the 0.5 Hz high-pass settle before the record begins
+    pad = min(signal.shape[1] - 1, round(3 * cfg.target_fs))
+    if cfg.bandpass_hz is not None:
+        out = sps.sosfiltfilt(_bandpass_sos(*cfg.bandpass_hz, cfg.filter_order, cfg.target_fs),
+                              out, axis=1, padtype="even", padlen=pad)
+    if cfg.notch_hz is not None:
+        b, a = sps.iirnotch(cfg.notch_hz, 30.0, fs=cfg.target_fs)
+        out = sps.filtfilt(b, a, out, axis=1, padtype="even", padlen=pad)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def window_starts(n: int, cfg: PreprocessConfig) -> list[int]:
+    """Start samples of the windows of an n-sample record (the tail after the last is dropped).
+
+    Raises :class:`DataError` for a record too short under ``cfg.short_policy``.
+    """
+    w = cfg.window_samples
+    if n < w:
+        if cfg.short_policy == "reject":
+            raise DataError(f"record too short: {n / cfg.target_fs:.2f} s < window "
+                            f"{cfg.window_s:g} s (short_policy 'reject')")
+        if n < round(cfg.min_length_s * cfg.target_fs):
+            raise DataError(f"record too short: {n / cfg.target_fs:.2f} s < minimum "
+                            f"{cfg.min_length_s:g} s")
+        return [0]
+    return list(range(0, n - w + 1, cfg.stride_samples))
+
+
+def cut_windows(signal: np.ndarray, starts: list[int], cfg: PreprocessConfig) -> np.ndarray:
+    """(n_windows, leads, window_samples) windows, zero-padded at the end where short."""
+    w = cfg.window_samples
+    out = np.zeros((len(starts), signal.shape[0], w), dtype=np.float32)
+    for k, start in enumerate(starts):
+        part = signal[:, start:start + w]
+        out[k, :, : part.shape[1]] = part
+    return out
+
+
+def normalize(windows: np.ndarray, mode: str) -> np.ndarray:
+    """Apply the normalisation ``mode`` to (n, leads, samples) windows."""
+    if mode == "none":
+        return windows
+    mean = windows.mean(axis=2, keepdims=True)
+    std = windows.std(axis=2, keepdims=True)
+    return ((windows - mean) / np.maximum(std, 1e-6)).astype(np.float32)

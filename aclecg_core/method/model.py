@@ -1,0 +1,204 @@
+"""The ACL-ECG encoder: one 1-D CNN shared by all leads, region pooling, projection heads.
+
+State-dict keys start with ``encoder.`` (what probing and fine-tuning use) or ``projectors.``
+(pretraining heads), so a federation can aggregate either part by prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aclecg_core.data.leads import CANONICAL_LEADS
+from aclecg_core.data.regions import RegionMap, region_map
+from aclecg_core.settings import reject_unknown_keys
+
+# size -> (width, depth, embed_dim, proj_dim)
+_PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (8, 2, 32, 32),
+    "small": (32, 4, 128, 64),
+    "default": (64, 6, 256, 128),
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Encoder hyper-parameters.
+
+    ``size`` picks a preset; ``width`` (first conv channels), ``depth`` (residual blocks),
+    ``embed_dim`` (D) and ``proj_dim`` (P) override it when given. ``norm`` is ``"group"``
+    (federation friendly: no running statistics) or ``"batch"``; ``regions`` names a
+    :func:`~aclecg_core.data.regions.region_map`.
+    """
+
+    size: str = "default"
+    width: int | None = None
+    depth: int | None = None
+    embed_dim: int | None = None
+    proj_dim: int | None = None
+    norm: str = "group"
+    regions: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.size not in _PRESETS:
+            raise ValueError(f"encoder size must be one of {sorted(_PRESETS)}, got {self.size!r}")
+        if self.norm not in ("group", "batch"):
+            raise ValueError(f"encoder norm must be 'group' or 'batch', got {self.norm!r}")
+        region_map(self.regions)
+        for name in ("width", "depth", "embed_dim", "proj_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"encoder {name} must be a positive integer, got {value!r}")
+
+    def resolved(self) -> tuple[int, int, int, int]:
+        """(width, depth, embed_dim, proj_dim) after applying the overrides to the preset."""
+        preset = _PRESETS[self.size]
+        given = (self.width, self.depth, self.embed_dim, self.proj_dim)
+        w, d, e, p = (g if g is not None else v for g, v in zip(given, preset, strict=True))
+        return w, d, e, p
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        reject_unknown_keys(cls, data, "encoder config keys")
+        return replace(cls(), **data)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    return nn.GroupNorm(8 if channels % 8 == 0 else 1, channels)
+
+
+class _ResidualBlock(nn.Module):
+    """Two convolutions (the first strided) with a projected shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, norm: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(c_in, c_out, 7, stride=2, padding=3, bias=False),
+            _norm(norm, c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(c_out, c_out, 7, padding=3, bias=False),
+            _norm(norm, c_out),
+        )
+        self.shortcut = nn.Sequential(
+            nn.Conv1d(c_in, c_out, 1, stride=2, bias=False), _norm(norm, c_out)
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class LeadEncoder(nn.Module):
+    """The shared 1-D CNN branch plus region pooling and the lead-aware global representation.
+
+    ``forward(x)``: (B, 12, T) -> per-lead features (B, 12, D).
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        width, depth, embed_dim, _ = cfg.resolved()
+        regions = region_map(cfg.regions)
+        layers: list[nn.Module] = [
+            nn.Conv1d(1, width, 15, stride=2, padding=7, bias=False),
+            _norm(cfg.norm, width),
+            nn.ReLU(inplace=True),
+        ]
+        channels = width
+        for i in range(depth):
+            out = width * 2 ** ((i + 1) // 2)
+            layers.append(_ResidualBlock(channels, out, cfg.norm))
+            channels = out
+        layers += [nn.Conv1d(channels, embed_dim, 1), nn.AdaptiveAvgPool1d(1), nn.Flatten()]
+        self.trunk = nn.Sequential(*layers)
+        self.embed_dim = embed_dim
+        self.regions: RegionMap = regions
+        pool = torch.zeros(len(regions), len(CANONICAL_LEADS))
+        for r, group in enumerate(regions.leads):
+            pool[r, list(group)] = 1.0 / len(group)
+        self.register_buffer("region_pool", pool, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 3 or x.shape[1] != len(CANONICAL_LEADS):
+            raise ValueError(f"expected (batch, 12, samples), got {tuple(x.shape)}")
+        b, leads, t = x.shape
+        return self.trunk(x.reshape(b * leads, 1, t)).reshape(b, leads, self.embed_dim)
+
+    def pool_regions(self, lead_features: Tensor) -> Tensor:
+        """(B, 12, D) -> (B, R, D): mean over each region's leads."""
+        pool = self.region_pool.to(lead_features.dtype)
+        return torch.einsum("rl,bld->brd", pool, lead_features)
+
+    @staticmethod
+    def pool_global(lead_features: Tensor) -> Tensor:
+        """(B, 12, D) -> (B, 12·D): the lead features side by side, in canonical lead order.
+
+        The CNN branch is shared by all leads, so a mean over leads would discard which lead a
+        feature came from (the electrical axis, the region of an infarct); concatenation keeps it.
+        """
+        return lead_features.flatten(1)
+
+
+def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_out))
+
+
+class Projectors(nn.Module):
+    """One MLP head per region (ACL-ECG) and a global head (SimCLR)."""
+
+    def __init__(self, n_regions: int, embed_dim: int, proj_dim: int) -> None:
+        super().__init__()
+        self.regions = nn.ModuleList(
+            _mlp(embed_dim, proj_dim, embed_dim) for _ in range(n_regions)
+        )
+        self.global_head = _mlp(len(CANONICAL_LEADS) * embed_dim, proj_dim, embed_dim)
+
+
+class AclEcgModel(nn.Module):
+    """Encoder plus projection heads; see the module docstring for the state-dict layout."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        _, _, embed_dim, proj_dim = cfg.resolved()
+        self.config = cfg
+        self.encoder = LeadEncoder(cfg)
+        self.projectors = Projectors(len(self.encoder.regions), embed_dim, proj_dim)
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of :meth:`embed`'s output: 12 leads × the per-lead feature size D."""
+        return len(CANONICAL_LEADS) * self.encoder.embed_dim
+
+    def embed(self, x: Tensor) -> Tensor:
+        """(B, 12, T) -> global representation (B, 12·D), the features used for probing."""
+        return self.encoder.pool_global(self.encoder(x))
+
+    def forward_regions(self, x: Tensor) -> Tensor:
+        """(B, 12, T) -> projected region embeddings (B, R, P)."""
+        regions = self.encoder.pool_regions(self.encoder(x))
+        return torch.stack(
+            [head(regions[:, r]) for r, head in enumerate(self.projectors.regions)], dim=1
+        )
+
+    def forward_global(self, x: Tensor) -> Tensor:
+        """(B, 12, T) -> projected global embedding (B, P)."""
+        return self.projectors.global_head(self.embed(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.embed(x)
+
+
+def build_model(cfg: EncoderConfig, seed: int | None = None) -> AclEcgModel:
+    """A freshly initialised model; ``seed`` makes the initialisation reproducible."""
+    if seed is None:
+        return AclEcgModel(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AclEcgModel(cfg)

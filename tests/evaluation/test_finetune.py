@@ -1,0 +1,54 @@
+"""Label-fraction stratification and the fine-tuning loop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from aclecg_core.data.cohort import Cohort, RecordInfo
+from aclecg_core.evaluation.finetune import FinetuneConfig, finetune, label_fraction_subset
+from aclecg_core.method.model import EncoderConfig, build_model
+
+
+def _cohort(labels: Sequence[tuple[str, ...]], seed: int = 0) -> Cohort:
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    signals = 0.3 * rng.standard_normal((n, 12, 100)).astype(np.float32)
+    for i, lab in enumerate(labels):
+        if "A" in lab:
+            signals[i, :, 30:50] += 2.0
+    records = [RecordInfo(f"r{i}", "", "t", "s", f"p{i}", None, 100.0, lab)
+               for i, lab in enumerate(labels)]
+    return Cohort(signals, np.full((n, 2), -1, np.int32), np.arange(n), records, 100.0, {})
+
+
+def test_fraction_is_stratified_and_covers_rare_classes() -> None:
+    labels = [("A",)] * 60 + [("B",)] * 30 + [("A", "B")] * 9 + [("C",)]
+    cohort = _cohort(labels)
+    subset = label_fraction_subset(cohort, ["A", "B", "C"], 0.1, seed=0)
+    counts: dict[tuple[str, ...], int] = {}
+    for r in subset.records:
+        counts[r.labels] = counts.get(r.labels, 0) + 1
+    assert counts[("A",)] == 6 and counts[("B",)] == 3 and counts[("A", "B")] == 1
+    assert counts[("C",)] == 1  # the single C record is added for coverage
+    assert len(subset.records) == 11
+    again = label_fraction_subset(cohort, ["A", "B", "C"], 0.1, seed=0)
+    assert [r.record_id for r in again.records] == [r.record_id for r in subset.records]
+    assert label_fraction_subset(cohort, ["A"], 1.0, seed=0) is cohort
+    with pytest.raises(ValueError, match="fraction"):
+        label_fraction_subset(cohort, ["A"], 0.0)
+
+
+def test_finetune_learns_an_easy_task() -> None:
+    labels = [("A",), ("B",)] * 20
+    train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
+    cfg = FinetuneConfig(epochs=4, batch_size=8, lr=3e-3, patience=2, n_bootstrap=20)
+    result = finetune(build_model(EncoderConfig(size="tiny"), seed=0), train, val, test,
+                      ["A", "B"], 0.5, cfg)
+    assert result.n_train_records == 20
+    assert 1 <= result.best_epoch <= len(result.val_history) <= 4
+    assert result.best_val_auroc == max(result.val_history)
+    assert result.test.macro_auroc > 0.9
+    assert result.to_dict()["test"]["n_test"] == 16

@@ -1,0 +1,94 @@
+"""Run configuration: defaults mirror pyproject, bad keys/types/ranges name the key and file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from aclecg_core.fed.config import (
+    ConfigError,
+    FederationConfig,
+    RunSettings,
+    load_config,
+    parse_overrides,
+    read_pyproject_defaults,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _yaml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "sites.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_pyproject_defaults_equal_dataclass_defaults() -> None:
+    defaults = read_pyproject_defaults(ROOT / "pyproject.toml")
+    assert defaults == {k.replace("_", "-"): v for k, v in asdict(RunSettings()).items()}
+
+
+def test_default_config_loads_and_round_trips() -> None:
+    cfg = load_config(read_pyproject_defaults(ROOT / "pyproject.toml"), ROOT)
+    assert cfg.cohort.source == "synthetic" and cfg.probe.source == "synthetic-holdout"
+    assert FederationConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.synthetic_dir().is_relative_to(ROOT / ".cache")
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("num-server-rounds", 0, "'num-server-rounds' must be > 0"),
+    ("num-server-rounds", "3", "'num-server-rounds' must be of type int"),
+    ("lr", True, "'lr' must be of type float"),
+    ("strategy", "fedsgd", "'strategy' must be one of"),
+    ("aggregate", "projectors", "'aggregate' must be one of"),
+    ("fraction-train", 1.5, "'fraction-train' must be in (0, 1]"),
+    ("num-rounds", 3, "unknown key(s) ['num-rounds']"),
+])
+def test_bad_run_config_names_the_key(key: str, value: object, expected: str) -> None:
+    with pytest.raises(ConfigError, match="run config") as info:
+        load_config({key: value}, ROOT)
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cohort:\n  sites: 0\n", "[cohort]: key 'sites' must be > 0"),
+    ("cohort:\n  partition: random\n", "[cohort]: key 'partition' must be one of"),
+    ("probe:\n  test-fraction: 1\n", "[probe]: key 'test-fraction' must be in (0, 1)"),
+    ("probe:\n  clases: [NSR]\n", "[probe]: unknown key(s) ['clases']"),
+    ("probe:\n  source: ptbxl\n", "[probe]: key 'path' is required"),
+    ("preprocessing:\n  target-fs: -1\n", "[preprocessing]: preprocessing target_fs"),
+    ("federation:\n  x: 1\n", "unknown section(s) ['federation']"),
+])
+def test_bad_yaml_names_the_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config({"config-file": path}, ROOT)
+    assert path in str(info.value) and expected in str(info.value)
+
+
+def test_missing_yaml_file_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"'config-file': no such file .*nope\.yaml"):
+        load_config({"config-file": "nope.yaml"}, ROOT)
+
+
+def test_min_sites_cannot_exceed_sites(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "cohort:\n  sites: 2\n")
+    with pytest.raises(ConfigError, match="'min-sites' \\(3\\) exceeds the 2 sites"):
+        load_config({"config-file": path, "min-sites": 3}, ROOT)
+
+
+def test_overrides_parse_as_toml_scalars() -> None:
+    assert parse_overrides(["num-server-rounds=5", "lr=1e-4", "resume=true",
+                            "strategy=fedprox", 'run-dir="runs/x"']) == {
+        "num-server-rounds": 5, "lr": 1e-4, "resume": True, "strategy": "fedprox",
+        "run-dir": "runs/x"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["rounds"])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(name: str) -> None:
+    cfg = load_config({"config-file": f"configs/{name}"}, ROOT)
+    assert cfg.cohort.sites >= cfg.run.min_sites

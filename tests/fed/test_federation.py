@@ -1,0 +1,134 @@
+"""Flower apps without the simulation engine: aggregation, message audit, failing sites."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.supercore.task_identity import TaskIdentity
+
+from aclecg_core.fed.arrays import select_keys, to_numpy
+from aclecg_core.fed.config import FederationConfig, load_config
+from aclecg_core.fed.training import initial_model
+from client.app import CONFIG_KEY, OFFSET_KEY
+from client.app import train as client_train
+from server.app import build_strategy, client_entry, failure_entry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """Messages can only be built inside a task (the simulation engine sets this)."""
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> FederationConfig:
+    tmp = tmp_path_factory.mktemp("fed")
+    yaml = tmp / "sites.yaml"
+    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 6\n  cache-dir: {tmp}/cache\n")
+    return load_config({"config-file": str(yaml), "batch-size": 4}, ROOT)
+
+
+def _reply(arrays: dict[str, np.ndarray], n: int, site: int) -> Message:
+    content = RecordDict({
+        "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+        "metrics": MetricRecord({"num-examples": n, "site-index": site, "loss": 1.0}),
+    })
+    return Message(content=content, dst_node_id=site, message_type=MessageType.TRAIN)
+
+
+def _train_message(cfg: FederationConfig, server_round: int = 1) -> Message:
+    arrays = select_keys(to_numpy(initial_model(cfg).state_dict()), cfg.run.aggregate)
+    content = RecordDict({
+        "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+        "config": ConfigRecord({CONFIG_KEY: cfg.to_json(), OFFSET_KEY: 0,
+                                "server-round": server_round}),
+    })
+    return Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
+
+
+def _context(node_config: dict[str, bool | float | int | str]) -> Context:
+    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(),
+                   run_config={})
+
+
+def test_fedavg_weighted_mean_keeps_integer_dtypes(cfg: FederationConfig) -> None:
+    template: dict[str, np.ndarray] = {"encoder.w": np.zeros(2, np.float32),
+                                       "encoder.n": np.zeros((), np.int64)}
+    seen: list[tuple[int, int, int]] = []
+    strategy = build_strategy(
+        cfg, template, lambda r, replies, silent: seen.append((r, len(replies), len(silent))))
+    replies = [
+        _reply({"encoder.w": np.array([5, 6], np.float32), "encoder.n": np.array(4)}, 3, 2),
+        _reply({"encoder.w": np.array([1, 2], np.float32), "encoder.n": np.array(3)}, 1, 1),
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    out = {k: v.numpy() for k, v in arrays.items()}
+    np.testing.assert_allclose(out["encoder.w"], [4.0, 5.0])  # (1*[1,2] + 3*[5,6]) / 4
+    assert out["encoder.w"].dtype == np.float32
+    assert out["encoder.n"].dtype == np.int64 and int(out["encoder.n"]) == 4  # rint(3.75)
+    assert seen == [(1, 2, 0)]
+
+
+def test_client_reply_carries_only_model_arrays_and_scalars(cfg: FederationConfig) -> None:
+    reply = client_train(_train_message(cfg), _context({"partition-id": 0, "num-partitions": 2}))
+    assert not reply.has_error(), reply.error
+    content = reply.content
+    assert set(content.keys()) == {"arrays", "metrics"}
+    assert len(content.array_records) == 1 and len(content.metric_records) == 1
+    assert not content.config_records
+    model_state = initial_model(cfg).state_dict()
+    arrays = content.array_records["arrays"]
+    n_windows = int(content.metric_records["metrics"]["windows"])  # type: ignore[arg-type]
+    for key, array in arrays.items():
+        assert key in model_state and tuple(array.shape) == tuple(model_state[key].shape)
+        assert n_windows not in array.shape  # nothing per-sample
+    metrics = content.metric_records["metrics"]
+    assert all(isinstance(v, int | float) for v in metrics.values())
+    assert {"loss", "num-examples", "seconds", "samples-per-second"} <= set(metrics)
+    allowed_extra = {"site-index", "records", "windows", "fs"}
+    assert all(k in allowed_extra or k.startswith("label-count/")
+               or k in {"loss", "num-examples", "seconds", "samples-per-second"}
+               for k in metrics)
+    client, site = client_entry(reply)
+    assert client["site"] == "site1" and site["records"] == 6
+    assert sum(site["label_counts"].values()) >= 6
+
+
+def test_failing_site_answers_with_an_error_and_aggregation_continues(
+        cfg: FederationConfig, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-site"
+    bad = client_train(_train_message(cfg), _context({"data-dir": str(missing), "site-index": 7}))
+    assert bad.has_error()
+    failure = failure_entry(bad)
+    assert failure["site"] == "site7" and "DataError" in failure["error"]
+    assert str(missing) in failure["error"]
+
+    template = {"encoder.w": np.zeros(1, np.float32)}
+    log: list[list[Message]] = []
+    strategy = build_strategy(cfg, template, lambda r, replies, silent: log.append(replies))
+    error_reply = Message(error=Error(code=1, reason=bad.error.reason), reply_to=_reply(
+        {"encoder.w": np.zeros(1, np.float32)}, 1, 7))
+    good = _reply({"encoder.w": np.array([2.0], np.float32)}, 5, 1)
+    arrays, _ = strategy.aggregate_train(1, [error_reply, good])
+    assert arrays is not None and float(arrays["encoder.w"].numpy()[0]) == 2.0
+    assert [m.has_error() for m in log[0]] == [False, True]
