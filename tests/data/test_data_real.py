@@ -114,7 +114,7 @@ def test_cache_hit_is_identical(real: tuple[Cohort, Cohort, float]) -> None:
 
 
 def test_auto_layout_detects_each_folder(shared_data: Path) -> None:
-    sources = discover([shared_data])
+    sources = discover([shared_data / "ptbxl", shared_data / "cinc"])
     assert Counter(s.layout for s in sources) == {"ptbxl": 350, "cinc": 200}
     assert all("records500" not in str(s.header) for s in sources)
 
