@@ -11,6 +11,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "aclecg_cli.data",
     "aclecg_cli.train",
     "aclecg_cli.report",
+    "aclecg_cli.audit",
     "aclecg_cli.deploy",
     "aclecg_cli.federation",
 )

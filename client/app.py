@@ -3,14 +3,25 @@
 The site's data: node config ``data-dir`` (+ optional ``layout``, ``site-index``) in a
 deployment; ``partition-id`` / ``num-partitions`` (set by the simulation engine) plus the
 cohort settings of the run config in a simulation. Nothing record-level ever leaves the site:
-the reply holds one ArrayRecord (model arrays) and one MetricRecord (scalars).
+the reply holds one ArrayRecord (model arrays) and one MetricRecord (the training scalars), plus
+a ConfigRecord ``site-stats`` (record count, sampling rate, per-class counts with small counts
+suppressed) only when the run sets ``share-site-stats``.
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from aclecg_core.data.cohort import Cohort
@@ -92,4 +103,6 @@ def train(msg: Message, context: Context) -> Message:
         "arrays": ArrayRecord({k: Array(v) for k, v in update.arrays.items()}),
         "metrics": MetricRecord(dict(update.metrics)),
     })
+    if update.stats:
+        content["site-stats"] = ConfigRecord(dict(update.stats))
     return Message(content=content, reply_to=msg)

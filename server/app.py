@@ -19,7 +19,9 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
 
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
+from aclecg_core.fed.audit import RoundExchange, array_digest
 from aclecg_core.fed.config import FederationConfig, load_config
+from aclecg_core.fed.disclosure import read_label_counts
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
 from aclecg_core.fed.training import initial_model
@@ -111,14 +113,16 @@ def _reply_order(msg: Message) -> tuple[int, float]:
 
 
 def client_entry(msg: Message) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(client entry of metrics.json, site entry) from a valid reply."""
-    m = cast(dict[str, float], dict(next(iter(msg.content.metric_records.values()))))
+    """(client entry of metrics.json, site entry) from a valid reply; the site's records,
+    sampling rate and label counts only if it sent ``site-stats`` (``share-site-stats``)."""
+    m = cast(dict[str, float], dict(msg.content.metric_records["metrics"]))
     site = site_name(int(m["site-index"]))
     client = {"site": site, "loss": m["loss"], "num-examples": int(m["num-examples"]),
               "seconds": m["seconds"], "samples-per-second": m["samples-per-second"]}
-    counts = {k.split("/", 1)[1]: int(v) for k, v in m.items() if k.startswith("label-count/")}
-    info = {"site": site, "records": int(m["records"]), "windows": int(m["windows"]),
-            "fs": m["fs"], "label_counts": counts}
+    stats = cast(dict[str, int | float | str],
+                 dict(msg.content.config_records.get("site-stats", {})))
+    info = {"site": site, "records": stats.get("records"), "windows": int(m["num-examples"]),
+            "fs": stats.get("fs"), "label_counts": read_label_counts(stats)}
     return client, info
 
 
@@ -141,9 +145,14 @@ class RoundRecorder:
         self.failures: list[dict[str, Any]] = []
         self.mark = time.perf_counter()
         self.probe_sets = probe_data(cfg)
+        self.exchange: RoundExchange | None = None
+        self.next_sent: str | None = None  # digest of the arrays the next round sends
 
     def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:
         self.clients, self.failures, sites = [], [], []
+        self.exchange = RoundExchange(
+            asked=sorted(f"node-{n}" for n in [m.metadata.src_node_id for m in replies] + silent),
+            sent_sha256=self.next_sent)
         for msg in replies:
             if msg.has_error():
                 self.failures.append(failure_entry(msg))
@@ -151,8 +160,12 @@ class RoundRecorder:
                 client, info = client_entry(msg)
                 self.clients.append(client)
                 sites.append(info)
+                self.exchange.answered.append({
+                    "site": client["site"], "node": msg.metadata.src_node_id,
+                    "arrays_sha256": array_digest(_arrays_of(msg.content.array_records["arrays"]))})
         self.failures += [{"site": f"node-{n}", "error": "no reply within round-timeout "
                            f"({self.cfg.run.round_timeout:g} s)"} for n in silent]
+        self.exchange.failed = list(self.failures)
         self.folder.add_sites(sites)
 
     def should_probe(self, global_round: int) -> bool:
@@ -165,6 +178,7 @@ class RoundRecorder:
         global_round = self.offset + server_round
         if server_round == 0 and self.offset > 0:
             self.mark = time.perf_counter()
+            self.next_sent = array_digest(_arrays_of(arrays))
             return None  # resumed: this round was finished before
         state = {**self.template, **_arrays_of(arrays)}
         probe = None
@@ -177,7 +191,9 @@ class RoundRecorder:
             probe = probe_cohorts(model, train, test, classes, seed=self.cfg.run.seed,
                                   n_bootstrap=self.cfg.probe.bootstrap).to_dict()
         wall = time.perf_counter() - self.mark
-        self.folder.finish_round(global_round, state, wall, self.clients, self.failures, probe)
+        self.folder.finish_round(global_round, state, wall, self.clients, self.failures, probe,
+                                 self.exchange)
+        self.exchange, self.next_sent = None, array_digest(_arrays_of(arrays))
         self._log(global_round, wall, probe)
         self.clients, self.failures = [], []
         self.mark = time.perf_counter()

@@ -69,6 +69,7 @@ class RunSettings:
     dp_target_quantile: float = 0.5
     dp_clip_norm_lr: float = 0.2
     dp_clipped_count_stddev: float = 0.0
+    share_site_stats: bool = False
     fraction_train: float = 1.0
     min_sites: int = 2
     round_timeout: float = 600.0

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from aclecg_core.fed.arrays import to_numpy, to_torch
+from aclecg_core.fed.arrays import select_keys, to_numpy, to_torch
+from aclecg_core.fed.audit import AuditTrail, RoundExchange, code_version
 from aclecg_core.fed.config import ConfigError, FederationConfig
 from aclecg_core.method.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
@@ -58,6 +59,8 @@ class RunFolder:
         self.path = Path(path)
         self.cfg = cfg
         self.checkpoints = self.path / "checkpoints"
+        self.audit = AuditTrail(self.path)
+        self.code = code_version(Path(cfg.base_dir))
         self.metrics: dict[str, Any] = {}
 
     @classmethod
@@ -75,6 +78,7 @@ class RunFolder:
             "sites": [], "rounds": [], "best": None, "final_round": 0,
         }
         folder._save_metrics()
+        folder.audit.start("start", folder.path, cfg.to_dict(), folder.code)
         return folder
 
     @classmethod
@@ -100,6 +104,7 @@ class RunFolder:
         folder.metrics["rounds"] = [r for r in folder.metrics["rounds"] if r["round"] <= last]
         folder.metrics["run"].update(status="running", finished=None)
         folder._save_metrics()
+        folder.audit.start("resume", folder.path, cfg.to_dict(), folder.code)
         return folder
 
     @property
@@ -125,8 +130,10 @@ class RunFolder:
 
     def finish_round(self, server_round: int, state: dict[str, np.ndarray],
                      wall_seconds: float, clients: list[dict[str, Any]],
-                     failures: list[dict[str, Any]], probe: dict[str, Any] | None) -> None:
-        """Checkpoint the global model of ``server_round`` then append its metrics."""
+                     failures: list[dict[str, Any]], probe: dict[str, Any] | None,
+                     exchange: RoundExchange | None = None) -> None:
+        """Checkpoint the global model of ``server_round``, add the round to the audit trail
+        (``exchange``: what was sent and received; None for round 0), append its metrics."""
         auroc = None if probe is None else probe.get("macro_auroc")
         metadata = {
             "round": server_round,
@@ -137,6 +144,9 @@ class RunFolder:
             "aggregate": self.cfg.run.aggregate,
         }
         save_checkpoint(self.round_path(server_round), to_torch(state), metadata)
+        self.audit.round(server_round, exchange or RoundExchange(),
+                         select_keys(state, self.cfg.run.aggregate), self.round_path(server_round),
+                         self.cfg.to_dict(), self.code)
         self._copy(self.round_path(server_round), "final")
         best = self.metrics["best"]
         if auroc is not None and np.isfinite(auroc) and (best is None
@@ -154,6 +164,7 @@ class RunFolder:
     def finish(self, status: str) -> None:
         self.metrics["run"].update(status=status, finished=_now())
         self._save_metrics()
+        self.audit.append("finish", status=status)
 
     def _copy(self, source: Path, name: str) -> None:
         for src, dst in zip(checkpoint_paths(source), checkpoint_paths(self.checkpoints / name),

@@ -7,8 +7,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
 from aclecg_core.data.loading import load_cohort
@@ -137,13 +135,3 @@ def probe_data(cfg: FederationConfig) -> tuple[Cohort, Cohort, list[str]]:
                          "set probe.classes")
     return train, test, classes
 
-
-def label_counts(cohort: Cohort, classes: list[str]) -> dict[str, int]:
-    """Records per class (aggregate counts only)."""
-    per_record = np.zeros(len(classes), dtype=np.int64)
-    index = {c: i for i, c in enumerate(classes)}
-    for r in cohort.records:
-        for label in set(r.labels):
-            if label in index:
-                per_record[index[label]] += 1
-    return {c: int(n) for c, n in zip(classes, per_record, strict=True)}

@@ -10,7 +10,7 @@ import torch
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.fed.arrays import round_seed, select_keys, to_numpy, to_torch
 from aclecg_core.fed.config import FederationConfig
-from aclecg_core.fed.sites import label_counts
+from aclecg_core.fed.disclosure import StatValue, site_stats
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
@@ -22,11 +22,13 @@ def initial_model(cfg: FederationConfig) -> AclEcgModel:
 
 @dataclass
 class LocalUpdate:
-    """What a site sends back: the aggregated arrays and scalar metrics only."""
+    """What a site sends back: the aggregated arrays, the training scalars
+    (``disclosure.TRAINING_METRICS``) and, only when the run asks, its summary ``stats``."""
 
     arrays: dict[str, np.ndarray]
     metrics: dict[str, float | int]
     local_arrays: dict[str, np.ndarray]
+    stats: dict[str, StatValue]
 
 
 def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, np.ndarray],
@@ -40,7 +42,7 @@ def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, n
         server_round: the global round (seeds the site's training with (seed, round, site)).
         proximal_mu: FedProx coefficient sent by the server (0: plain local training).
         local_arrays: the site's own non-aggregated arrays from its previous round, if any.
-        classes: label vocabulary of the ``label-count/...`` metrics.
+        classes: label vocabulary of the ``label-count/...`` stats (``share-site-stats``).
     """
     model = initial_model(cfg)
     state = {**to_torch(local_arrays or {}), **to_torch(global_arrays)}
@@ -63,14 +65,10 @@ def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, n
         "seconds": float(result.seconds),
         "samples-per-second": float(result.samples_per_second),
         "site-index": int(site),
-        "records": len(cohort.records),
-        "windows": len(cohort),
-        "fs": float(cohort.fs),
     }
-    for label, n in label_counts(cohort, classes or []).items():
-        metrics[f"label-count/{label}"] = n
+    stats = site_stats(cohort, classes or []) if cfg.run.share_site_stats else {}
     kept = {k: v for k, v in full.items() if k not in sent}
-    return LocalUpdate(arrays=sent, metrics=metrics, local_arrays=kept)
+    return LocalUpdate(arrays=sent, metrics=metrics, local_arrays=kept, stats=stats)
 
 
 def set_threads(n: int) -> None:

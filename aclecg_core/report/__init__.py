@@ -47,7 +47,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     plots_dir = run_dir / "plots"
     for name in PLOT_NAMES:  # figures of an earlier report that may not apply any more
         (plots_dir / name).unlink(missing_ok=True)
-    sections = build_sections(metrics, config, plots_dir)
+    audit = "audit.jsonl" if (run_dir / "audit.jsonl").is_file() else None
+    sections = build_sections(metrics, config, plots_dir, audit)
     title = f"Federated run report: {metrics.name}"
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text(render_markdown(title, sections, run_dir), encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,15 @@ class Tiles:
 
 
 @dataclass
+class Link:
+    """A paragraph that starts with a link to a file of the run folder (relative ``href``)."""
+
+    label: str
+    href: str
+    text: str
+
+
+@dataclass
 class Section:
     title: str
-    blocks: list[str | Table | Image | Tiles]
+    blocks: Sequence[str | Table | Image | Tiles | Link]

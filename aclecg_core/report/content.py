@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aclecg_core.report import plots
-from aclecg_core.report.blocks import Image, Section, Table, Tiles
+from aclecg_core.report.blocks import Image, Link, Section, Table, Tiles
 from aclecg_core.report.fmt import (
     fmt_ci,
     fmt_int,
@@ -225,11 +225,14 @@ def _per_class_section(m: RunMetrics, plots_dir: Path) -> Section | None:
 
 
 def _label_mix(site: SiteSummary, top: int = 5) -> str:
-    counts = sorted(site.label_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    """The most frequent classes; counts the site suppressed stay as sent (e.g. ``<5``)."""
+    exact = {k: v for k, v in site.label_counts.items() if isinstance(v, int)}
+    counts = sorted(site.label_counts.items(),
+                    key=lambda kv: (-exact.get(kv[0], 0), kv[0]))
     if not counts:
         return "–"
-    total = site.records or sum(site.label_counts.values())
-    parts = [f"{k} {v} ({100 * v / total:.0f} %)" if total else f"{k} {v}"
+    total = site.records or sum(exact.values())
+    parts = [f"{k} {v} ({100 * v / total:.0f} %)" if total and isinstance(v, int) else f"{k} {v}"
              for k, v in counts[:top]]
     if len(counts) > top:
         parts.append(f"+{len(counts) - top} more")
@@ -298,18 +301,29 @@ def _config_section(flat: dict[str, Any] | None) -> Section:
     ])
 
 
-def _privacy_section(flat: dict[str, Any] | None) -> Section:
-    return Section("Privacy", [
+def _privacy_section(flat: dict[str, Any] | None, audit_trail: str | None) -> Section:
+    shared = flat is not None and _config_value(flat, "share-site-stats") is True
+    stats = ("the record counts, sampling rates and per-class record counts in the sites table "
+             "(share-site-stats on; counts below 5 sent as <5)" if shared else
+             "no record counts, sampling rates or label counts (share-site-stats off)")
+    blocks: list[str | Table | Image | Tiles | Link] = [
         "What left the sites: the locally trained model weights after each round, per-round "
-        "training metrics (loss, number of examples, time, throughput) and the aggregate counts "
-        "in the sites table. No ECG signal, record identifier or patient metadata left a site.",
+        f"training metrics (loss, number of examples, time, throughput) and {stats}. No ECG "
+        "signal, record identifier or patient metadata left a site.",
         dp_statement(flat),
-    ])
+    ]
+    if audit_trail:
+        blocks.append(Link(audit_trail, audit_trail, "is the run's audit trail: a SHA-256 hash "
+                           "chain with one line per round (sites asked, answered and failed; "
+                           "digests of the weights sent and received, of the aggregate and of "
+                           "the checkpoint). Check it with `aclecg audit RUN_DIR`."))
+    return Section("Privacy", blocks)
 
 
-def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path
-                   ) -> list[Section]:
-    """All report sections (writing their figures into ``plots_dir``), in reading order."""
+def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path,
+                   audit_trail: str | None = None) -> list[Section]:
+    """All report sections (writing their figures into ``plots_dir``), in reading order;
+    ``audit_trail``: the run folder's audit file to link, if it has one."""
     flat = None if config is None else flatten_config(config)
     builders: list[Callable[[], Section | None]] = [
         lambda: _headline(m, flat),
@@ -319,7 +333,7 @@ def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path
         lambda: _sites_section(m),
         lambda: _rounds_section(m),
         lambda: _failures_section(m),
-        lambda: _privacy_section(flat),
+        lambda: _privacy_section(flat, audit_trail),
         lambda: _config_section(flat),
     ]
     return [s for build in builders if (s := build()) is not None]

@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from aclecg_core.report.blocks import Image, Section, Table, Tiles
+from aclecg_core.report.blocks import Image, Link, Section, Table, Tiles
 
 
 def _md_cell(text: str) -> str:
@@ -25,6 +25,8 @@ def render_markdown(title: str, sections: Sequence[Section], base: Path) -> str:
             elif isinstance(block, Tiles):
                 out += [f"- **{k}**: {v} ({d})" for k, v, d in block.items]
                 out.append("")
+            elif isinstance(block, Link):
+                out += [f"[{block.label}]({block.href}) {block.text}", ""]
             elif isinstance(block, Image):
                 out += [f"![{block.caption}]({block.path.relative_to(base).as_posix()})", ""]
             elif not any(block.headers):
@@ -107,6 +109,9 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
                     f"<div class=value>{esc(value)}</div>"
                     f"<div class=detail>{esc(detail)}</div></div>"
                     for label, value, detail in block.items) + "</div>")
+            elif isinstance(block, Link):
+                out.append(f"<p><a href='{esc(block.href)}'>{esc(block.label)}</a> "
+                           f"{esc(block.text)}</p>")
             elif isinstance(block, Image):
                 data = base64.b64encode(block.path.read_bytes()).decode("ascii")
                 out.append(f"<figure><img alt='{esc(block.caption)}' "

@@ -56,7 +56,7 @@ class SiteSummary:
     records: int | None
     windows: int | None
     fs: float | None
-    label_counts: dict[str, int]
+    label_counts: dict[str, int | str]  # small counts suppressed by the site: "<5"
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,11 @@ def _read_round(r: _Reader, raw: Any, where: str) -> RoundMetrics:
     )
 
 
+def _suppressed(value: Any) -> bool:
+    """A count the site reported only as a bound, e.g. ``"<5"`` (small-count suppression)."""
+    return isinstance(value, str) and value.startswith("<")
+
+
 def _read_site(r: _Reader, raw: Any, where: str) -> SiteSummary:
     d = r.obj(raw, where)
     counts = r.obj(d.get("label_counts") or {}, f"{where}.label_counts")
@@ -191,7 +196,8 @@ def _read_site(r: _Reader, raw: Any, where: str) -> SiteSummary:
         records=r.count(d, "records", where),
         windows=r.count(d, "windows", where),
         fs=r.num(d, "fs", where),
-        label_counts={str(k): r.count(counts, k, f"{where}.label_counts") or 0 for k in counts},
+        label_counts={str(k): v if _suppressed(v) else r.count(counts, k, f"{where}.label_counts")
+                      or 0 for k, v in counts.items()},
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -21,7 +23,9 @@ from flwr.app import (
 from flwr.supercore.task_identity import TaskIdentity
 
 from aclecg_core.fed.arrays import select_keys, to_numpy
-from aclecg_core.fed.config import FederationConfig, load_config
+from aclecg_core.fed.config import FederationConfig, load_config, read_pyproject_defaults
+from aclecg_core.fed.disclosure import TRAINING_METRICS, suppress_small
+from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.fed.training import initial_model
 from client.app import CONFIG_KEY, OFFSET_KEY
 from client.app import train as client_train
@@ -89,29 +93,50 @@ def test_fedavg_weighted_mean_keeps_integer_dtypes(cfg: FederationConfig) -> Non
     assert seen == [(1, 2, 0)]
 
 
-def test_client_reply_carries_only_model_arrays_and_scalars(cfg: FederationConfig) -> None:
-    reply = client_train(_train_message(cfg), _context({"partition-id": 0, "num-partitions": 2}))
+def test_reply_under_the_deployment_default_reveals_arrays_and_training_scalars_only(
+        cfg: FederationConfig) -> None:
+    """A real reply of a deployed site (node config ``data-dir``) under the pyproject defaults."""
+    defaults = load_config(read_pyproject_defaults(ROOT / "pyproject.toml"), ROOT)
+    assert not defaults.run.share_site_stats
+    site_dir = ensure_synthetic_cohort(cfg) / "site1"
+    reply = client_train(_train_message(cfg), _context({"data-dir": str(site_dir),
+                                                         "site-index": 1}))
     assert not reply.has_error(), reply.error
     content = reply.content
     assert set(content.keys()) == {"arrays", "metrics"}
-    assert len(content.array_records) == 1 and len(content.metric_records) == 1
     assert not content.config_records
     model_state = initial_model(cfg).state_dict()
     arrays = content.array_records["arrays"]
-    n_windows = int(content.metric_records["metrics"]["windows"])  # type: ignore[arg-type]
-    for key, array in arrays.items():
-        assert key in model_state and tuple(array.shape) == tuple(model_state[key].shape)
-        assert n_windows not in array.shape  # nothing per-sample
+    assert list(arrays) == list(select_keys(model_state, cfg.run.aggregate))
     metrics = content.metric_records["metrics"]
+    n_windows = int(cast(int, metrics["num-examples"]))
+    for key, array in arrays.items():
+        assert tuple(array.shape) == tuple(model_state[key].shape)
+        assert n_windows not in array.shape  # nothing per-sample
+    assert set(metrics) == set(TRAINING_METRICS)
     assert all(isinstance(v, int | float) for v in metrics.values())
-    assert {"loss", "num-examples", "seconds", "samples-per-second"} <= set(metrics)
-    allowed_extra = {"site-index", "records", "windows", "fs"}
-    assert all(k in allowed_extra or k.startswith("label-count/")
-               or k in {"loss", "num-examples", "seconds", "samples-per-second"}
-               for k in metrics)
     client, site = client_entry(reply)
-    assert client["site"] == "site1" and site["records"] == 6
-    assert sum(site["label_counts"].values()) >= 6
+    assert client["site"] == "site1" and site["windows"] == n_windows
+    assert site["records"] is None and site["fs"] is None and site["label_counts"] == {}
+
+
+def test_site_stats_leave_only_when_asked_with_small_counts_suppressed(
+        cfg: FederationConfig) -> None:
+    asked = replace(cfg, run=replace(cfg.run, share_site_stats=True))
+    reply = client_train(_train_message(asked), _context({"partition-id": 0,
+                                                           "num-partitions": 2}))
+    assert not reply.has_error(), reply.error
+    stats = reply.content.config_records["site-stats"]
+    assert stats["records"] == 6 and stats["fs"] == 100.0
+    counts = {k: v for k, v in stats.items() if k.startswith("label-count/")}
+    assert counts and all(v == 0 or v == "<5" or (isinstance(v, int) and v >= 5)
+                          for v in counts.values())
+    _, site = client_entry(reply)
+    assert site["records"] == 6 and "<5" in site["label_counts"].values()
+
+
+def test_small_counts_are_suppressed() -> None:
+    assert [suppress_small(n) for n in (0, 1, 4, 5, 17)] == [0, "<5", "<5", 5, 17]
 
 
 def test_failing_site_answers_with_an_error_and_aggregation_continues(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from aclecg_core.fed.audit import verify_run
 from aclecg_core.method.checkpoint import load_checkpoint
 from simulation.run import simulate
 
@@ -44,6 +45,12 @@ def test_simulation_writes_the_run_folder(full_run: Path) -> None:
         assert any(k.startswith("encoder.") for k in state) and "config" in meta
     assert json.loads((full_run / "config.json").read_text())["run"]["num-server-rounds"] == 2
     assert (full_run / "report.md").is_file() and (full_run / "report.html").is_file()
+    audit = verify_run(full_run)
+    assert audit.verified and audit.rounds == 3, audit.problems
+    lines = [json.loads(line) for line in (full_run / "audit.jsonl").read_text().splitlines()]
+    round2 = next(e for e in lines if e.get("round") == 2)
+    assert [a["site"] for a in round2["sites_answered"]] == ["site1", "site2"]
+    assert all(len(a["arrays_sha256"]) == 64 for a in round2["sites_answered"])
 
 
 def test_resumed_run_ends_with_the_same_weights(base: dict[str, Any], full_run: Path,
@@ -58,3 +65,4 @@ def test_resumed_run_ends_with_the_same_weights(base: dict[str, Any], full_run: 
     assert meta["round"] == 2 and resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
+    assert verify_run(Path(run_dir)).verified  # the chain continues across the resume

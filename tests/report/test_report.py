@@ -263,3 +263,17 @@ def test_cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "metrics.json" in err and str(tmp_path) in err
+
+
+def test_suppressed_counts_and_the_audit_trail_link(tmp_path: Path) -> None:
+    metrics = make_metrics()
+    metrics["sites"][0]["label_counts"] = {"NORM": 30, "MI": "<5"}
+    run_dir = make_run(tmp_path, metrics, {**CONFIG, "run": {**CONFIG["run"],
+                                                             "share-site-stats": True}})
+    (run_dir / "audit.jsonl").write_text("{}\n")
+    md_path, html_path = write_report(run_dir)
+    md, html = md_path.read_text(), html_path.read_text()
+    assert "NORM 30 (50 %), MI <5" in md
+    assert "[audit.jsonl](audit.jsonl) is the run's audit trail" in md
+    assert "<a href='audit.jsonl'>audit.jsonl</a>" in html
+    assert "share-site-stats on; counts below 5 sent as <5" in md
