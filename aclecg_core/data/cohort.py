@@ -25,6 +25,8 @@ class RecordInfo:
     fs: float
     labels: tuple[str, ...]
     device: str = ""
+    age: float | None = None  # years (PTB-XL's code 300 for "over 89" is read as 90)
+    sex: str = ""  # "F", "M" or "" (unknown)
 
 
 class DataError(ValueError):

@@ -14,6 +14,8 @@ abbreviation of its SNOMED-CT code (table ``snomed_ct_labels.json``, copied from
 * Four project labels without a SNOMED-CT code: regional myocardial infarction MI-INF, MI-SEP,
   MI-ANT, MI-LAT (used by the synthetic cohort).
 * Text tokens that are vocabulary abbreviations map to themselves (``# Dx: MI-INF,LBBB``).
+* :data:`CHAGAS_LABEL` marks records whose PhysioNet Challenge 2025 header says
+  ``# Chagas label: True`` (CODE-15%, SaMi-Trop); those records carry no diagnostic statements.
 
 PTB-XL records carry PTB-XL's own diagnostic superclasses (:data:`PTBXL_SUPERCLASSES`) and
 subclasses (e.g. IMI, AMI, CLBBB, NST_) as in the PTB-XL benchmark, plus the vocabulary label of
@@ -56,6 +58,7 @@ PTBXL_SCP_TO_LABEL: dict[str, str] = {
     "RVH": "RVH", "WPW": "WPW", "LNGQT": "LQT", "IVCD": "NSIVCB",
 }
 UNKNOWN_PREFIX = "unknown:"
+CHAGAS_LABEL = "Chagas"
 
 
 @cache
@@ -78,7 +81,7 @@ def label_for_code(code: str) -> str | None:
 def vocabulary() -> frozenset[str]:
     """Every label a CinC-style or synthetic record can carry."""
     labels = {label_for_code(code) for code in snomed_table()}
-    return frozenset(label for label in labels if label) | frozenset(REGIONAL_MI)
+    return frozenset(label for label in labels if label) | frozenset(REGIONAL_MI) | {CHAGAS_LABEL}
 
 
 @cache

@@ -3,7 +3,9 @@
 * ``ptbxl``: a folder with ``ptbxl_database.csv`` + ``scp_statements.csv``; records are the
   100 Hz ``filename_lr`` files of the table's rows.
 * ``cinc``: PhysioNet/CinC challenge headers; labels from ``#Dx:``/``# Dx:``, site from
-  ``# Site:`` or the record-name prefix, patient from ``# Patient:`` or the record id.
+  ``# Site:``, ``# Source:`` (Challenge 2025: CODE-15%, SaMi-Trop) or the record-name prefix,
+  patient from ``# Patient:``/``# Patient ID:`` or the record id, ``# Age:``/``# Sex:``, and the
+  label ``Chagas`` for ``# Chagas label: True`` (Challenge 2025).
 * ``wfdb``: any folder of WFDB records (searched recursively); ``Dx``/``Site``/``Patient``
   comments are used when present, otherwise site = folder name, patient = record id.
 * ``auto``: ``ptbxl`` below every folder holding ``ptbxl_database.csv``, ``cinc`` elsewhere.
@@ -19,7 +21,7 @@ from functools import cache
 from pathlib import Path
 
 from aclecg_core.data.cohort import DataError, RecordInfo
-from aclecg_core.data.labels import PTBXL_SCP_TO_LABEL, map_dx
+from aclecg_core.data.labels import CHAGAS_LABEL, PTBXL_SCP_TO_LABEL, map_dx
 
 LAYOUTS: tuple[str, ...] = ("auto", "wfdb", "ptbxl", "cinc")
 PTBXL_TABLE = "ptbxl_database.csv"
@@ -43,6 +45,8 @@ class RecordSource:
     fold: int | None = None
     labels: tuple[str, ...] = ()
     device: str = ""
+    age: float | None = None
+    sex: str = ""
 
 
 def cinc_site(record_id: str) -> str | None:
@@ -60,21 +64,48 @@ def header_info(source: RecordSource, fs: float, comments: tuple[str, ...]) -> R
 
     if source.layout == "ptbxl":
         return RecordInfo(source.record_id, str(source.header), "ptbxl", source.site,
-                          source.patient_id, source.fold, fs, source.labels, source.device)
+                          source.patient_id, source.fold, fs, source.labels, source.device,
+                          source.age, source.sex)
     fields = comment_fields(comments)
     labels = map_dx(fields.get("Dx", "").split(",")) if "Dx" in fields else ()
-    site = fields.get("Site") or (cinc_site(source.record_id) if source.layout == "cinc" else None)
+    if fields.get("Chagas label", "").lower() == "true":
+        labels = tuple(sorted({*labels, CHAGAS_LABEL}))
+    site = fields.get("Site") or fields.get("Source") or (
+        cinc_site(source.record_id) if source.layout == "cinc" else None)
     return RecordInfo(
         record_id=source.record_id,
         path=str(source.header),
         source=source.layout,
         site=site or source.header.parent.name,
-        patient_id=fields.get("Patient") or source.record_id,
+        patient_id=fields.get("Patient") or fields.get("Patient ID") or source.record_id,
         fold=None,
         fs=fs,
         labels=labels,
         device=fields.get("Device", ""),
+        age=_age(fields.get("Age", "")),
+        sex=_sex(fields.get("Sex", "")),
     )
+
+
+def _age(text: str) -> float | None:
+    """Age in years; PTB-XL v1.0.3 codes "over 89" as 300, read as 90; junk is unknown."""
+    try:
+        age = float(text)
+    except ValueError:
+        return None
+    if age >= 300:
+        return 90.0
+    return age if 0 <= age < 130 else None
+
+
+def _sex(text: str) -> str:
+    """"F", "M" or "" from header text (Female/Male/F/M) or PTB-XL's code (1 female, 0 male)."""
+    key = text.strip().lower()
+    if key in ("f", "female", "1", "1.0"):
+        return "F"
+    if key in ("m", "male", "0", "0.0"):
+        return "M"
+    return ""
 
 
 @cache
@@ -137,6 +168,8 @@ def ptbxl_sources(folder: Path) -> list[RecordSource]:
                 fold=_int_or_none(row.get("strat_fold", "")),
                 labels=ptbxl_labels(codes, classes),
                 device=row.get("device", "").strip(),
+                age=_age(row.get("age", "")),
+                sex=_sex(row.get("sex", "")),
             ))
     return sources
 

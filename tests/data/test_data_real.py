@@ -15,7 +15,7 @@ import aclecg_cli.data
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.labels import PTBXL_SUPERCLASSES, UNKNOWN_PREFIX, vocabulary
 from aclecg_core.data.leads import CANONICAL_LEADS
-from aclecg_core.data.loading import load_cohort
+from aclecg_core.data.loading import load_cohort, read_record
 from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.data.sources import discover
 
@@ -114,9 +114,32 @@ def test_cache_hit_is_identical(real: tuple[Cohort, Cohort, float]) -> None:
 
 
 def test_auto_layout_detects_each_folder(shared_data: Path) -> None:
-    sources = discover([shared_data / "ptbxl", shared_data / "cinc"])
-    assert Counter(s.layout for s in sources) == {"ptbxl": 350, "cinc": 200}
+    folders = ["ptbxl", "ptbxl-more", "cinc", "code15"]
+    sources = discover([shared_data / name for name in folders])
+    per_folder = Counter((s.header.relative_to(shared_data).parts[0], s.layout) for s in sources)
+    assert per_folder == {("ptbxl", "ptbxl"): 350, ("ptbxl-more", "ptbxl"): 1499,
+                          ("cinc", "cinc"): 200, ("code15", "cinc"): 489}
     assert all("records500" not in str(s.header) for s in sources)
+    more = [s for s in sources if s.header.parts[-4] == "ptbxl-more"]
+    assert Counter(s.fold for s in more)[9] == 164 and Counter(s.fold for s in more)[10] == 189
+    assert all(s.patient_id.startswith("ptbxl-") and s.site.startswith("PTB-XL-") for s in more)
+    first = next(s for s in more if s.record_id == "ptbxl-00503")  # v1.0.3 codes age > 89 as 300
+    assert (first.age, first.sex, first.fold, first.patient_id) == (90.0, "M", 5, "ptbxl-7535")
+
+
+@pytest.mark.parametrize(("name", "labels", "site", "patient", "age", "sex"), [
+    ("1000001", (), "CODE-15%", "1000001", 22.0, "F"),
+    ("1000190", ("Chagas",), "CODE-15%", "1000190", 77.0, "M"),
+    ("100726", ("Chagas",), "SaMi-Trop", "100726", 64.0, "M"),
+    ("111102", ("Chagas",), "code15", "1331343", 66.0, "F"),  # no # Source: folder name
+])
+def test_challenge_2025_metadata(shared_data: Path, name: str, labels: tuple[str, ...],
+                                 site: str, patient: str, age: float, sex: str) -> None:
+    signal, fs, info = read_record(shared_data / "code15" / f"{name}.hea")
+    assert fs == 400.0 and signal.shape[0] == 12 and 7 * 400 <= signal.shape[1] <= 10.3 * 400
+    assert (info.labels, info.site, info.patient_id, info.age, info.sex) == (
+        labels, site, patient, age, sex)
+    assert set(labels) <= vocabulary()
 
 
 def _data_command(argv: list[str]) -> int:
