@@ -12,8 +12,13 @@ RANDOM_CHECKPOINT = "random"
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("pretrain", help="contrastive pretraining (ACL-ECG or SimCLR)")
-    p.add_argument("--method", choices=("acl", "simclr"), default="acl")
+    p = subparsers.add_parser("pretrain",
+                              help="contrastive pretraining (ACL-ECG, SimCLR or CLOCS)")
+    p.add_argument("--method", choices=("acl", "simclr", "clocs"), default="acl")
+    p.add_argument("--acl-terms", choices=("both", "intra", "inter"), default="both",
+                   help="ACL-ECG loss terms (ablation)")
+    p.add_argument("--views", choices=("auto", "acl", "simclr"), default="auto",
+                   help="augmentations: the method's own, or ACL-ECG's / SimCLR's (ablation)")
     _data_args(p)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
@@ -70,8 +75,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     cohort = _load(args)
     enc = EncoderConfig(size=args.encoder, regions=args.regions)
-    cfg = PretrainConfig(method=args.method, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed)
+    cfg = PretrainConfig(method=args.method, acl_terms=args.acl_terms, views=args.views,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed)
     model = build_model(enc, seed=args.seed)
     result = pretrain(model, cohort, cfg, pick_device(args.device), progress=args.progress)
     save_checkpoint(args.out, model.state_dict(), {

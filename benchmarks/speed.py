@@ -95,7 +95,7 @@ def bare_epoch(model: AclEcgModel, cohort: Cohort, method: str, batch_size: int,
     from aclecg_core.method.pretrain import PretrainConfig
 
     cfg = PretrainConfig(method=method, batch_size=batch_size, seed=seed)
-    views = cfg.views()
+    views = cfg.view_pipeline()
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     signals = torch.from_numpy(np.ascontiguousarray(cohort.signals))

@@ -20,6 +20,9 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from aclecg_core.method.losses import ACL_TERMS
+from aclecg_core.method.pretrain import METHODS, VIEWS
+
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
 AGGREGATES = ("encoder+projectors", "encoder")
 COHORT_SOURCES = ("synthetic", "folder")
@@ -56,6 +59,8 @@ class RunSettings:
     batch_size: int = 32
     lr: float = 0.001
     method: str = "acl"
+    acl_terms: str = "both"
+    views: str = "auto"
     encoder: str = "tiny"
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
@@ -87,7 +92,9 @@ class RunSettings:
         "local_epochs": (_positive, "> 0"),
         "batch_size": ((lambda v: v >= 2), ">= 2 (contrastive batches need negatives)"),
         "lr": (_positive, "> 0"),
-        "method": _one_of("acl", "simclr"),
+        "method": _one_of(*METHODS),
+        "acl_terms": _one_of(*ACL_TERMS),
+        "views": _one_of(*VIEWS),
         "encoder": _one_of("tiny", "small", "default"),
         "strategy": _one_of(*STRATEGIES),
         "proximal_mu": (_non_negative, ">= 0"),
@@ -316,6 +323,9 @@ def load_config(run_config: Mapping[str, Any], base_dir: Path,
     """
     merged = {**(defaults or {}), **run_config}
     run = _build(RunSettings, merged, "run config")
+    if run.method == "clocs" and run.views != "auto":
+        raise ConfigError("run config: key 'views' must be 'auto' with method 'clocs' "
+                          "(CLOCS contrasts adjacent segments, it uses no augmentation)")
     base = Path(base_dir).resolve()
     yaml_path = Path(run.config_file).expanduser()
     yaml_path = yaml_path if yaml_path.is_absolute() else base / yaml_path

@@ -52,7 +52,8 @@ def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, n
     model.load_state_dict(state, strict=False)
     params = dict(model.named_parameters())
     reference = {k: v.detach().clone() for k, v in params.items() if k in global_arrays}
-    pcfg = PretrainConfig(method=cfg.run.method, epochs=cfg.run.local_epochs,
+    pcfg = PretrainConfig(method=cfg.run.method, acl_terms=cfg.run.acl_terms,
+                          views=cfg.run.views, epochs=cfg.run.local_epochs,
                           batch_size=cfg.run.batch_size, lr=cfg.run.lr, proximal_mu=proximal_mu,
                           seed=round_seed(cfg.run.seed, server_round, site))
     result = pretrain(model, cohort, pcfg, device=pick_device(cfg.run.device),

@@ -12,6 +12,10 @@ other candidate this is exactly NT-Xent.
 
 ``record_ids`` (optional, (N,)): windows of the same record are never negatives of each other
 (they are not positives either, the positive is the other view of the same window).
+
+Three methods: SimCLR's NT-Xent (:func:`nt_xent`), ACL-ECG's anatomy-aware loss
+(:func:`acl_ecg_loss`, with its intra- and inter-region terms selectable for the ablation) and
+CLOCS's contrastive multi-segment coding (:func:`clocs_loss`).
 """
 
 from __future__ import annotations
@@ -84,14 +88,28 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1,
     return masked_info_nce(sim, positive, negative)
 
 
+ACL_TERMS = ("both", "intra", "inter")
+
+
+def _term_weights(terms: str, gamma: float) -> tuple[float, float]:
+    """(intra weight, inter weight) of ``terms`` (the ablation switch)."""
+    if terms not in ACL_TERMS:
+        raise ValueError(f"terms must be one of {list(ACL_TERMS)}, got {terms!r}")
+    if not 0 <= gamma <= 1:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    return {"both": (gamma, 1 - gamma), "intra": (1.0, 0.0), "inter": (0.0, 1.0)}[terms]
+
+
 def acl_ecg_loss(r1: Tensor, r2: Tensor, temperature: float = 0.1, gamma: float = 0.5,
-                 record_ids: Tensor | None = None) -> Tensor:
+                 record_ids: Tensor | None = None, terms: str = "both") -> Tensor:
     """The anatomy-aware loss ``gamma * intra + (1 - gamma) * inter``.
 
     Args:
         r1, r2: (N, R, P) region projections of view 1 and view 2; N >= 2.
         gamma: weight of the intra-region term, in [0, 1]. With R = 1 the inter-region term is
-            undefined: only ``gamma = 1`` is accepted.
+            undefined: only ``gamma = 1`` (or ``terms="intra"``) is accepted.
+        terms: ``"both"`` (the paper's loss), ``"intra"`` (intra-region term only, i.e.
+            ``gamma = 1``) or ``"inter"`` (inter-region term only, ``gamma = 0``): the ablation.
 
     Candidates are the 2·N·R embeddings; anchors are all of them (both views: symmetric).
 
@@ -102,12 +120,11 @@ def acl_ecg_loss(r1: Tensor, r2: Tensor, temperature: float = 0.1, gamma: float 
       against those negatives, averaged over the R - 1 positives.
     """
     _check_pair(r1, r2, 3, temperature)
-    if not 0 <= gamma <= 1:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    w_intra, w_inter = _term_weights(terms, gamma)
     n, n_regions, _ = r1.shape
     if n < 2:
         raise ValueError("acl_ecg_loss needs a batch of at least 2 (no negatives otherwise)")
-    if n_regions < 2 and gamma < 1:
+    if n_regions < 2 and w_inter > 0:
         raise ValueError("the inter-region term needs at least 2 regions; use gamma=1.0")
     z = F.normalize(torch.stack([r1, r2]).float(), dim=-1).reshape(2 * n * n_regions, -1)
     sim = z @ z.T / temperature
@@ -123,11 +140,39 @@ def acl_ecg_loss(r1: Tensor, r2: Tensor, temperature: float = 0.1, gamma: float 
     same_region = region[:, None] == region[None]
     other_view = view[:, None] != view[None]
     other_record = record[:, None] != record[None]
-    intra = masked_info_nce(sim, same_sample & same_region & other_view, same_region & other_record)
-    if gamma == 1:
-        return intra
-    inter = masked_info_nce(sim, same_sample & ~same_region & other_view, other_record & other_view)
-    return gamma * intra + (1 - gamma) * inter
+    loss = sim.new_zeros(())
+    if w_intra > 0:
+        intra_pos = same_sample & same_region & other_view
+        loss = loss + w_intra * masked_info_nce(sim, intra_pos, same_region & other_record)
+    if w_inter > 0:
+        inter_pos = same_sample & ~same_region & other_view
+        loss = loss + w_inter * masked_info_nce(sim, inter_pos, other_record & other_view)
+    return loss
+
+
+def clocs_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1,
+               group_ids: Tensor | None = None) -> Tensor:
+    """CLOCS's contrastive multi-segment coding (CMSC, Kiyasseh et al., ICML 2021).
+
+    Args:
+        z1, z2: (N, P) projections of two temporally adjacent, non-overlapping segments of the
+            same N windows (``z1[n]`` the earlier segment, ``z2[n]`` the later one); N >= 2.
+        group_ids: (N,) patient (or record) of each window; ``None``: every window its own.
+    Returns: scalar. Anchors are the 2N segments; the candidates of a segment are the N segments
+    of the other position. Positives: candidates of the same group (the window's own other
+    segment, and with patient ids every segment of the same patient: CLOCS's patient-aware
+    variant); negatives: the candidates of the other groups. Symmetric in the two segments.
+    """
+    _check_pair(z1, z2, 2, temperature)
+    n = z1.shape[0]
+    if n < 2:
+        raise ValueError("clocs_loss needs a batch of at least 2 (no negatives otherwise)")
+    groups = _record_ids(group_ids, n, z1.device)
+    a, b = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    cross = a @ b.T / temperature
+    sim = torch.cat([cross, cross.T])
+    same = (groups[:, None] == groups[None]).repeat(2, 1)
+    return masked_info_nce(sim, same, ~same)
 
 
 class NTXentLoss(nn.Module):
@@ -146,14 +191,27 @@ class NTXentLoss(nn.Module):
 class AnatomyAwareContrastiveLoss(nn.Module):
     """Module form of :func:`acl_ecg_loss`: ``forward(r1 (N, R, P), r2 (N, R, P)) -> scalar``."""
 
-    def __init__(self, temperature: float = 0.1, gamma: float = 0.5) -> None:
+    def __init__(self, temperature: float = 0.1, gamma: float = 0.5, terms: str = "both") -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0 <= gamma <= 1:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        _term_weights(terms, gamma)
         self.temperature = temperature
         self.gamma = gamma
+        self.terms = terms
 
     def forward(self, r1: Tensor, r2: Tensor, record_ids: Tensor | None = None) -> Tensor:
-        return acl_ecg_loss(r1, r2, self.temperature, self.gamma, record_ids)
+        return acl_ecg_loss(r1, r2, self.temperature, self.gamma, record_ids, self.terms)
+
+
+class ClocsLoss(nn.Module):
+    """Module form of :func:`clocs_loss`: ``forward(z1 (N, P), z2 (N, P)) -> scalar``."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, z1: Tensor, z2: Tensor, group_ids: Tensor | None = None) -> Tensor:
+        return clocs_loss(z1, z2, self.temperature, group_ids)

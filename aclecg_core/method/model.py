@@ -16,6 +16,8 @@ from aclecg_core.data.leads import CANONICAL_LEADS
 from aclecg_core.data.regions import RegionMap, region_map
 from aclecg_core.settings import reject_unknown_keys
 
+REPRESENTATIONS = ("leads", "regions")
+
 # size -> (width, depth, embed_dim, proj_dim)
 _PRESETS: dict[str, tuple[int, int, int, int]] = {
     "tiny": (8, 2, 32, 32),
@@ -31,7 +33,12 @@ class EncoderConfig:
     ``size`` picks a preset; ``width`` (first conv channels), ``depth`` (residual blocks),
     ``embed_dim`` (D) and ``proj_dim`` (P) override it when given. ``norm`` is ``"group"``
     (federation friendly: no running statistics) or ``"batch"``; ``regions`` names a
-    :func:`~aclecg_core.data.regions.region_map`.
+    :func:`~aclecg_core.data.regions.region_map`. ``representation`` is what
+    :meth:`AclEcgModel.embed` returns (the probed, fine-tuned and SimCLR/CLOCS-projected
+    features): ``"leads"``, the 12
+    per-lead feature vectors side by side (12·D), or ``"regions"``, the region features side
+    by side plus the mean of the leads in no region, if any ((R + 1)·D; 5·D for the paper's
+    map), a compact form of the paper's concatenated region features.
     """
 
     size: str = "default"
@@ -41,6 +48,7 @@ class EncoderConfig:
     proj_dim: int | None = None
     norm: str = "group"
     regions: str = "paper"
+    representation: str = "leads"
 
     def __post_init__(self) -> None:
         if self.size not in _PRESETS:
@@ -48,6 +56,9 @@ class EncoderConfig:
         if self.norm not in ("group", "batch"):
             raise ValueError(f"encoder norm must be 'group' or 'batch', got {self.norm!r}")
         region_map(self.regions)
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(f"encoder representation must be one of {list(REPRESENTATIONS)}, "
+                             f"got {self.representation!r}")
         for name in ("width", "depth", "embed_dim", "proj_dim"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -96,8 +107,16 @@ class _ResidualBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
+def _mean_pool(groups: list[list[int]]) -> Tensor:
+    """(len(groups), 12) weights whose row g averages the leads of ``groups[g]``."""
+    pool = torch.zeros(len(groups), len(CANONICAL_LEADS))
+    for g, group in enumerate(groups):
+        pool[g, group] = 1.0 / len(group)
+    return pool
+
+
 class LeadEncoder(nn.Module):
-    """The shared 1-D CNN branch plus region pooling and the lead-aware global representation.
+    """The shared 1-D CNN branch plus region pooling and the global representation.
 
     ``forward(x)``: (B, 12, T) -> per-lead features (B, 12, D).
     """
@@ -120,10 +139,19 @@ class LeadEncoder(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.embed_dim = embed_dim
         self.regions: RegionMap = regions
-        pool = torch.zeros(len(regions), len(CANONICAL_LEADS))
-        for r, group in enumerate(regions.leads):
-            pool[r, list(group)] = 1.0 / len(group)
-        self.register_buffer("region_pool", pool, persistent=False)
+        groups = [list(g) for g in regions.leads]
+        self.register_buffer("region_pool", _mean_pool(groups), persistent=False)
+        self.representation = cfg.representation
+        rest = sorted(set(range(len(CANONICAL_LEADS))) - {i for g in groups for i in g})
+        summary = [*groups, rest] if rest else groups
+        self.n_summary = len(summary)
+        self.register_buffer("summary_pool", _mean_pool(summary), persistent=False)
+
+    @property
+    def representation_dim(self) -> int:
+        """Size of :meth:`pool_global`'s output."""
+        n = len(CANONICAL_LEADS) if self.representation == "leads" else self.n_summary
+        return n * self.embed_dim
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 3 or x.shape[1] != len(CANONICAL_LEADS):
@@ -136,14 +164,18 @@ class LeadEncoder(nn.Module):
         pool = self.region_pool.to(lead_features.dtype)
         return torch.einsum("rl,bld->brd", pool, lead_features)
 
-    @staticmethod
-    def pool_global(lead_features: Tensor) -> Tensor:
-        """(B, 12, D) -> (B, 12·D): the lead features side by side, in canonical lead order.
+    def pool_global(self, lead_features: Tensor) -> Tensor:
+        """(B, 12, D) -> (B, :attr:`representation_dim`): the global representation.
 
-        The CNN branch is shared by all leads, so a mean over leads would discard which lead a
-        feature came from (the electrical axis, the region of an infarct); concatenation keeps it.
+        The CNN branch is shared by all leads, so a mean over all leads would discard which lead
+        a feature came from (the electrical axis, the region of an infarct); both forms keep it:
+        ``leads`` puts the lead features side by side in canonical lead order, ``regions`` the
+        region means (then the mean of the leads in no region).
         """
-        return lead_features.flatten(1)
+        if self.representation == "leads":
+            return lead_features.flatten(1)
+        pool = self.summary_pool.to(lead_features.dtype)
+        return torch.einsum("rl,bld->brd", pool, lead_features).flatten(1)
 
 
 def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
@@ -153,12 +185,12 @@ def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
 class Projectors(nn.Module):
     """One MLP head per region (ACL-ECG) and a global head (SimCLR)."""
 
-    def __init__(self, n_regions: int, embed_dim: int, proj_dim: int) -> None:
+    def __init__(self, n_regions: int, embed_dim: int, proj_dim: int, global_dim: int) -> None:
         super().__init__()
         self.regions = nn.ModuleList(
             _mlp(embed_dim, proj_dim, embed_dim) for _ in range(n_regions)
         )
-        self.global_head = _mlp(len(CANONICAL_LEADS) * embed_dim, proj_dim, embed_dim)
+        self.global_head = _mlp(global_dim, proj_dim, embed_dim)
 
 
 class AclEcgModel(nn.Module):
@@ -169,15 +201,17 @@ class AclEcgModel(nn.Module):
         _, _, embed_dim, proj_dim = cfg.resolved()
         self.config = cfg
         self.encoder = LeadEncoder(cfg)
-        self.projectors = Projectors(len(self.encoder.regions), embed_dim, proj_dim)
+        self.projectors = Projectors(len(self.encoder.regions), embed_dim, proj_dim,
+                                     self.encoder.representation_dim)
 
     @property
     def embed_dim(self) -> int:
-        """Size of :meth:`embed`'s output: 12 leads × the per-lead feature size D."""
-        return len(CANONICAL_LEADS) * self.encoder.embed_dim
+        """Size of :meth:`embed`'s output (12·D for ``leads``, (R + 1)·D for ``regions``)."""
+        return self.encoder.representation_dim
 
     def embed(self, x: Tensor) -> Tensor:
-        """(B, 12, T) -> global representation (B, 12·D), the features used for probing."""
+        """(B, 12, T) -> the global representation (B, :attr:`embed_dim`), the features used
+        for probing and fine-tuning."""
         return self.encoder.pool_global(self.encoder(x))
 
     def forward_regions(self, x: Tensor) -> Tensor:

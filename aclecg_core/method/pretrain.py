@@ -1,4 +1,5 @@
-"""Local contrastive pretraining (ACL-ECG or SimCLR), shared by centralized runs and clients."""
+"""Local contrastive pretraining (ACL-ECG, SimCLR or CLOCS), shared by centralized runs and
+clients."""
 
 from __future__ import annotations
 
@@ -13,18 +14,30 @@ from tqdm.auto import tqdm
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.method.augment import ViewPipeline
 from aclecg_core.method.device import autocast, pick_device
-from aclecg_core.method.losses import acl_ecg_loss, nt_xent
+from aclecg_core.method.losses import ACL_TERMS, acl_ecg_loss, clocs_loss, nt_xent
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.settings import reject_unknown_keys
 
-__all__ = ["PretrainConfig", "PretrainResult", "pick_device", "pretrain"]
+__all__ = ["METHODS", "VIEWS", "PretrainConfig", "PretrainResult", "pick_device", "pretrain"]
+
+METHODS = ("acl", "simclr", "clocs")
+VIEWS = ("auto", "acl", "simclr")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Pretraining hyper-parameters (augmentation widths in seconds)."""
+    """Pretraining hyper-parameters (augmentation widths in seconds).
+
+    ``method``: ``acl`` (region embeddings, anatomy-aware loss), ``simclr`` (global embedding,
+    NT-Xent) or ``clocs`` (global embedding of the two halves of each window, CMSC loss, no
+    augmentation: the segments are the views). ``acl_terms``: the ACL loss terms (``both``,
+    ``intra``, ``inter``; the ablation). ``views``: the augmentations, ``auto`` = the method's
+    own (ACL-ECG's physiology-aware views or SimCLR's), or ``acl`` / ``simclr`` to swap them.
+    """
 
     method: str = "acl"
+    acl_terms: str = "both"
+    views: str = "auto"
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -42,8 +55,12 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.method not in ("acl", "simclr"):
-            problems.append(f"method must be 'acl' or 'simclr', got {self.method!r}")
+        for name, choices in (("method", METHODS), ("acl_terms", ACL_TERMS), ("views", VIEWS)):
+            if getattr(self, name) not in choices:
+                problems.append(f"{name} must be one of {list(choices)}, "
+                                f"got {getattr(self, name)!r}")
+        if self.method == "clocs" and self.views != "auto":
+            problems.append("method 'clocs' uses no augmentation: views must be 'auto'")
         if self.amp not in ("auto", "off"):
             problems.append(f"amp must be 'auto' or 'off', got {self.amp!r}")
         for name in ("epochs", "batch_size"):
@@ -66,9 +83,14 @@ class PretrainConfig:
         if problems:
             raise ValueError("invalid pretrain config: " + "; ".join(problems))
 
-    def views(self) -> ViewPipeline:
+    def view_pipeline(self) -> ViewPipeline:
+        """The augmentations of ``views`` (``auto``: the method's own)."""
+        if self.views != "auto":
+            kind = self.views
+        else:
+            kind = "simclr" if self.method == "simclr" else "acl"
         return ViewPipeline(
-            method=self.method,
+            method=kind,
             mask_fraction=self.mask_fraction,
             crop_min_scale=self.crop_min_scale,
             max_shift_s=self.max_shift_s,
@@ -107,6 +129,14 @@ def _proximal_term(model: AclEcgModel, reference: dict[str, torch.Tensor]) -> to
     return total
 
 
+def _patient_of_window(cohort: Cohort) -> np.ndarray:
+    """(n_windows,) int64 group of each window for CLOCS: its patient, or its record when the
+    record has no patient id."""
+    keys = [r.patient_id or f"record:{r.record_id}" for r in cohort.records]
+    _, patient = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+    return patient.astype(np.int64)[np.asarray(cohort.window_record, dtype=np.int64)]
+
+
 def pretrain(
     model: AclEcgModel,
     cohort: Cohort,
@@ -119,9 +149,10 @@ def pretrain(
 
     Each epoch shuffles the windows with a generator seeded from ``cfg.seed``; augmentations
     draw from a second seeded generator (both on the CPU), so CPU runs are deterministic.
-    Windows of the same record are never negatives of each other; batches with fewer than two
-    records are skipped. With ``cfg.proximal_mu > 0`` the FedProx term
-    ``mu / 2 * ||w - w_ref||²`` over the parameters named in ``reference_weights`` is added.
+    Windows of the same record are never negatives of each other (CLOCS: of the same patient);
+    batches with fewer than two records (patients) are skipped. With ``cfg.proximal_mu > 0``
+    the FedProx term ``mu / 2 * ||w - w_ref||²`` over the parameters named in
+    ``reference_weights`` is added.
     """
     device = pick_device(device) if isinstance(device, str) else device
     if len(cohort) == 0:
@@ -135,12 +166,16 @@ def pretrain(
     } if cfg.proximal_mu > 0 else {}
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    views = cfg.views()
+    views = cfg.view_pipeline()
     order_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     signals = torch.from_numpy(np.ascontiguousarray(cohort.signals, dtype=np.float32))
     rpeaks = torch.from_numpy(np.ascontiguousarray(cohort.rpeaks)).long()
     records = torch.from_numpy(np.asarray(cohort.window_record, dtype=np.int64))
+    if cfg.method == "clocs":
+        records = torch.from_numpy(_patient_of_window(cohort))
+        if len(torch.unique(records)) < 2:
+            raise ValueError("CLOCS needs windows of at least two patients")
     losses: list[float] = []
     seen = 0
     start = time.perf_counter()
@@ -155,15 +190,21 @@ def pretrain(
             if len(torch.unique(batch_records)) < 2:
                 continue
             x = signals[idx].to(device, non_blocking=True)
-            v1, v2 = views(x, rpeaks[idx], cohort.fs, aug_gen)
             ids = batch_records.to(device)
+            if cfg.method == "clocs":
+                half = x.shape[2] // 2
+                v1, v2 = x[..., :half], x[..., half : 2 * half]
+            else:
+                v1, v2 = views(x, rpeaks[idx], cohort.fs, aug_gen)
             with autocast(device, cfg.amp):
                 if cfg.method == "acl":
                     z1, z2 = model.forward_regions(v1), model.forward_regions(v2)
                 else:
                     z1, z2 = model.forward_global(v1), model.forward_global(v2)
             if cfg.method == "acl":
-                loss = acl_ecg_loss(z1, z2, cfg.temperature, cfg.gamma, ids)
+                loss = acl_ecg_loss(z1, z2, cfg.temperature, cfg.gamma, ids, cfg.acl_terms)
+            elif cfg.method == "clocs":
+                loss = clocs_loss(z1, z2, cfg.temperature, ids)
             else:
                 loss = nt_xent(z1, z2, cfg.temperature, ids)
             objective = loss

@@ -45,6 +45,8 @@ def test_default_config_loads_and_round_trips() -> None:
     ("aggregate", "projectors", "'aggregate' must be one of"),
     ("fraction-train", 1.5, "'fraction-train' must be in (0, 1]"),
     ("num-rounds", 3, "unknown key(s) ['num-rounds']"),
+    ("acl-terms", "global", "'acl-terms' must be one of"),
+    ("method", "byol", "'method' must be one of"),
 ])
 def test_bad_run_config_names_the_key(key: str, value: object, expected: str) -> None:
     with pytest.raises(ConfigError, match="run config") as info:
@@ -71,6 +73,15 @@ def test_bad_yaml_names_the_file_and_key(tmp_path: Path, text: str, expected: st
 def test_missing_yaml_file_is_named() -> None:
     with pytest.raises(ConfigError, match=r"'config-file': no such file .*nope\.yaml"):
         load_config({"config-file": "nope.yaml"}, ROOT)
+
+
+def test_clocs_and_ablation_keys_reach_local_training() -> None:
+    cfg = load_config({"method": "clocs"}, ROOT)
+    assert cfg.run.method == "clocs" and cfg.run.views == "auto"
+    cfg = load_config({"acl-terms": "inter", "views": "simclr"}, ROOT)
+    assert (cfg.run.acl_terms, cfg.run.views) == ("inter", "simclr")
+    with pytest.raises(ConfigError, match="'views' must be 'auto' with method 'clocs'"):
+        load_config({"method": "clocs", "views": "acl"}, ROOT)
 
 
 def test_min_sites_cannot_exceed_sites(tmp_path: Path) -> None:

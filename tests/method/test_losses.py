@@ -9,8 +9,10 @@ import torch
 
 from aclecg_core.method.losses import (
     AnatomyAwareContrastiveLoss,
+    ClocsLoss,
     NTXentLoss,
     acl_ecg_loss,
+    clocs_loss,
     nt_xent,
 )
 
@@ -53,6 +55,18 @@ def _acl_loop(r1: torch.Tensor, r2: torch.Tensor, tau: float, gamma: float) -> f
                 inter += sum(per_pos) / len(per_pos)
     anchors = 2 * n * n_regions
     return gamma * intra / anchors + (1 - gamma) * inter / anchors
+
+
+def _clocs_loop(z1: torch.Tensor, z2: torch.Tensor, tau: float, groups: list[int]) -> float:
+    z = z1.double(), z2.double()
+    n, total = len(z1), 0.0
+    for a in range(2):
+        for i in range(n):
+            negs = [_cos(z[a][i], z[1 - a][k]) for k in range(n) if groups[k] != groups[i]]
+            per_pos = [_info_nce(_cos(z[a][i], z[1 - a][j]), negs, tau)
+                       for j in range(n) if groups[j] == groups[i]]
+            total += sum(per_pos) / len(per_pos)
+    return total / (2 * n)
 
 
 def _pair(*shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,3 +143,30 @@ def test_edge_cases_raise_clear_errors() -> None:
         NTXentLoss(temperature=0.0)
     with pytest.raises(ValueError, match="gamma"):
         AnatomyAwareContrastiveLoss(gamma=1.5)
+
+
+@pytest.mark.parametrize(("groups", "tau"), [([0, 1, 2, 3, 4], 0.1), ([0, 0, 1, 2, 2], 0.5)])
+def test_clocs_matches_loop(groups: list[int], tau: float) -> None:
+    z1, z2 = _pair(5, 8, seed=2)
+    ids = torch.tensor(groups)
+    expected = _clocs_loop(z1, z2, tau, groups)
+    assert float(clocs_loss(z1, z2, tau, ids)) == pytest.approx(expected, rel=1e-5)
+    assert float(ClocsLoss(tau)(z1, z2, ids)) == pytest.approx(expected, rel=1e-5)
+    if len(set(groups)) == len(groups):
+        assert float(clocs_loss(z1, z2, tau)) == pytest.approx(expected, rel=1e-5)
+    torch.testing.assert_close(clocs_loss(z2, z1, tau, ids), clocs_loss(z1, z2, tau, ids))
+    with pytest.raises(ValueError, match="two different records"):
+        clocs_loss(z1, z2, tau, torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("terms", "gamma"), [("intra", 1.0), ("inter", 0.0), ("both", 0.3)])
+def test_acl_terms_select_the_ablation(terms: str, gamma: float) -> None:
+    r1, r2 = _pair(4, 4, 6, seed=5)
+    expected = _acl_loop(r1, r2, 0.2, gamma)
+    got = acl_ecg_loss(r1, r2, 0.2, gamma=0.3, terms=terms)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    module = AnatomyAwareContrastiveLoss(0.2, 0.3, terms=terms)
+    assert float(module(r1, r2)) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="terms"):
+        acl_ecg_loss(r1, r2, terms="global")
+    assert float(acl_ecg_loss(*_pair(3, 1, 6), terms="intra")) > 0

@@ -41,6 +41,22 @@ def test_shapes_and_region_pooling(regions: str) -> None:
     torch.testing.assert_close(model.embed(x).reshape(3, 12, 32), lead_features)
 
 
+@pytest.mark.parametrize(("regions", "groups"), [("paper", 5), ("clinical", 5)])
+def test_region_representation_is_compact(regions: str, groups: int) -> None:
+    cfg = EncoderConfig(size="tiny", regions=regions, representation="regions")
+    model = build_model(cfg, seed=0)
+    x = torch.randn(2, 12, 250)
+    assert model.embed(x).shape == (2, groups * 32) == (2, model.embed_dim)
+    assert model.forward_global(x).shape == (2, 32)
+    lead_features = model.encoder(x)
+    blocks = model.embed(x).reshape(2, groups, 32)
+    torch.testing.assert_close(blocks[:, :-1], model.encoder.pool_regions(lead_features))
+    rest = sorted(set(range(12)) - {i for g in region_map(regions).leads for i in g})
+    torch.testing.assert_close(blocks[:, -1], lead_features[:, rest].mean(dim=1))
+    with pytest.raises(ValueError, match="representation"):
+        EncoderConfig(representation="mean")
+
+
 def test_state_dict_layout_and_groupnorm() -> None:
     model = build_model(EncoderConfig(size="tiny"), seed=0)
     keys = list(model.state_dict())

@@ -45,7 +45,7 @@ def _run(cfg: PretrainConfig, **kwargs: object) -> tuple[dict[str, torch.Tensor]
     return model.state_dict(), result.losses
 
 
-@pytest.mark.parametrize("method", ["acl", "simclr"])
+@pytest.mark.parametrize("method", ["acl", "simclr", "clocs"])
 def test_same_seed_same_weights(method: str) -> None:
     cfg = PretrainConfig(method=method, epochs=1, batch_size=8, seed=3)
     a, _ = _run(cfg)
@@ -94,6 +94,34 @@ def test_single_record_batches_are_dropped_and_config_is_validated() -> None:
     assert PretrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="method"):
         PretrainConfig(method="byol")
+    with pytest.raises(ValueError, match="acl_terms"):
+        PretrainConfig(acl_terms="global")
+    with pytest.raises(ValueError, match="no augmentation"):
+        PretrainConfig(method="clocs", views="acl")
     with pytest.raises(ValueError, match="unknown pretrain config keys"):
         PretrainConfig.from_dict({"epoch": 3})
     assert pick_device("cpu").type == "cpu"
+
+
+def test_clocs_learns_and_groups_windows_by_patient() -> None:
+    cohort = spike_cohort()
+    model = build_model(TINY, seed=0)
+    cfg = PretrainConfig(method="clocs", epochs=6, batch_size=12, lr=3e-3, seed=0)
+    result = pretrain(model, cohort, cfg)
+    assert result.losses[-1] < result.losses[0] - 0.1
+    one_patient = cohort.select_records(np.array([True, True] + [False] * 10))  # patient p0
+    with pytest.raises(ValueError, match="two patients"):
+        pretrain(build_model(TINY), one_patient, PretrainConfig(method="clocs", epochs=1))
+
+
+def test_views_and_terms_switch_the_ablation() -> None:
+    assert PretrainConfig().view_pipeline().method == "acl"
+    assert PretrainConfig(method="simclr").view_pipeline().method == "simclr"
+    assert PretrainConfig(views="simclr").view_pipeline().method == "simclr"
+    assert PretrainConfig(method="simclr", views="acl").view_pipeline().method == "acl"
+    base, _ = _run(PretrainConfig(epochs=1, batch_size=8))
+    for cfg in (PretrainConfig(epochs=1, batch_size=8, acl_terms="intra"),
+                PretrainConfig(epochs=1, batch_size=8, views="simclr")):
+        other, losses = _run(cfg)
+        assert np.isfinite(losses).all()
+        assert not all(torch.equal(v, other[k]) for k, v in base.items())
