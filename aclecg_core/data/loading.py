@@ -24,16 +24,18 @@ from aclecg_core.data.preprocess import (
     cut_windows,
     filter_signal,
     normalize,
+    normalize_record,
     resample,
     window_starts,
 )
 from aclecg_core.data.rpeaks import detect_rpeaks, window_rpeaks
 from aclecg_core.data.sources import RecordSource, discover, header_info, ptbxl_sources
-from aclecg_core.data.wfdb_io import RecordError, header_path, read_wfdb
+from aclecg_core.data.wfdb_io import AMPLITUDE_WARNING, RecordError, header_path, read_wfdb
 
 __all__ = ["DataError", "PreprocessConfig", "ingest", "load_cohort", "read_record"]
 
 log = logging.getLogger(__name__)
+LOGGED_IN_FULL = 10  # rejections and warnings logged one by one at warning level
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,19 @@ def ingest_record(source: RecordSource, cfg: PreprocessConfig) -> ProcessedRecor
     """Read, check and preprocess one record; any problem becomes a :class:`Rejection`."""
     try:
         raw = read_wfdb(source.header, cfg.max_flat_leads)
-        signal = filter_signal(resample(raw.signal, raw.fs, cfg.target_fs), cfg)
+        signal, warnings = raw.signal, raw.warnings
+        if cfg.rescale_amplitude and raw.amplitude_factor != 1:
+            signal = signal / np.float32(raw.amplitude_factor)
+            warnings = tuple(f"{w} (rescaled x{1 / raw.amplitude_factor:g})"
+                             if w.startswith(AMPLITUDE_WARNING) else w for w in warnings)
+        signal = filter_signal(resample(signal, raw.fs, cfg.target_fs), cfg)
         starts = window_starts(signal.shape[1], cfg)
         peaks = detect_rpeaks(signal, cfg.target_fs)
+        signal = normalize_record(signal, cfg.normalization)
         windows = normalize(cut_windows(signal, starts, cfg), cfg.normalization)
         info = header_info(source, raw.fs, raw.comments)
         return ProcessedRecord(info, windows, window_rpeaks(peaks, starts, cfg.window_samples),
-                               raw.warnings)
+                               warnings)
     except RecordError as exc:
         return Rejection(str(source.header), exc.reason)
     except DataError as exc:
@@ -134,8 +142,9 @@ def _report(rejected: list[Rejection], warnings: list[RecordWarning], total: int
         counts = Counter(text.partition(":")[0] for _, text in items)
         log.warning("%s %d of %d records: %s", kind, len({path for path, _ in items}), total,
                     ", ".join(f"{category} ({n})" for category, n in counts.most_common()))
-        for path, text in items:
-            log.info("%s %s: %s", kind, path, text)
+        for i, (path, text) in enumerate(items):  # the first few in full at warning level
+            log.log(logging.WARNING if i < LOGGED_IN_FULL else logging.INFO, "%s %s: %s", kind,
+                    path, text)
 
 
 def load_cohort(paths: list[Path], layout: str = "auto",

@@ -3,7 +3,10 @@
 Default: 100 Hz, 0.5–40 Hz zero-phase Butterworth band-pass, no notch, 10 s windows with a 10 s
 stride, records shorter than a window (but at least 5 s) zero-padded, normalisation "none"
 (values stay in mV, so amplitude differences between leads and records — diagnostic for e.g.
-LVH or low voltage — are kept). "lead-zscore" standardises each lead of each window.
+LVH or low voltage — are kept). "lead-zscore" standardises each lead of each window,
+"record-zscore" each lead of each record (over the whole record, for amplitude-free inputs).
+``rescale_amplitude`` (default off) divides records whose QRS amplitude points to a wrong header
+gain (:mod:`aclecg_core.data.amplitude`) by the likely factor, bringing them to a typical size.
 ``max_flat_leads`` (default 3) is how many constant (dead) leads a record may have and still be
 kept, with a warning; records with more, or with all leads flat, are rejected (0: any flat lead).
 """
@@ -23,7 +26,7 @@ from aclecg_core.data.leads import CANONICAL_LEADS
 from aclecg_core.settings import reject_unknown_keys
 
 SHORT_POLICIES = ("pad", "reject")
-NORMALIZATIONS = ("none", "lead-zscore")
+NORMALIZATIONS = ("none", "lead-zscore", "record-zscore")
 MAX_FLAT_LEADS = 3  # flat (dead) leads a record may have and be kept, with a warning
 
 
@@ -41,6 +44,7 @@ class PreprocessConfig:
     min_length_s: float = 5.0
     normalization: str = "none"
     max_flat_leads: int = MAX_FLAT_LEADS
+    rescale_amplitude: bool = False
 
     def __post_init__(self) -> None:
         nyquist = self.target_fs / 2
@@ -75,6 +79,9 @@ class PreprocessConfig:
                 or not 0 <= self.max_flat_leads <= n_leads):
             raise ValueError(f"preprocessing max_flat_leads (flat leads a kept record may have) "
                              f"must be an integer 0..{n_leads}, got {self.max_flat_leads!r}")
+        if not isinstance(self.rescale_amplitude, bool):
+            raise ValueError(f"preprocessing rescale_amplitude must be true or false, "
+                             f"got {self.rescale_amplitude!r}")
 
     @property
     def window_samples(self) -> int:
@@ -160,10 +167,17 @@ def cut_windows(signal: np.ndarray, starts: list[int], cfg: PreprocessConfig) ->
     return out
 
 
+def _standardize(x: np.ndarray, axis: int) -> np.ndarray:
+    mean = x.mean(axis=axis, keepdims=True)
+    std = x.std(axis=axis, keepdims=True)
+    return ((x - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+
+
+def normalize_record(signal: np.ndarray, mode: str) -> np.ndarray:
+    """Standardise each lead of a (leads, n) record for ``mode`` "record-zscore"."""
+    return _standardize(signal, axis=1) if mode == "record-zscore" else signal
+
+
 def normalize(windows: np.ndarray, mode: str) -> np.ndarray:
-    """Apply the normalisation ``mode`` to (n, leads, samples) windows."""
-    if mode == "none":
-        return windows
-    mean = windows.mean(axis=2, keepdims=True)
-    std = windows.std(axis=2, keepdims=True)
-    return ((windows - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+    """Standardise each lead of (n, leads, samples) windows for ``mode`` "lead-zscore"."""
+    return _standardize(windows, axis=2) if mode == "lead-zscore" else windows

@@ -1,4 +1,11 @@
-"""Validated reading of one WFDB record (``.hea`` + ``.dat``/``.mat``) into 12 leads in mV."""
+"""Validated reading of one WFDB record (``.hea`` + ``.dat``/``.mat``) into 12 leads in mV.
+
+Single-segment records in the common formats are read with numpy (or ``wfdb`` for packed
+formats) after checking the signal files against the header; multi-segment records and
+compressed (FLAC, formats 508/516/524) signal files are read with ``wfdb.rdrecord``. The same
+value checks follow: NaN, flat (dead) leads, the record's QRS amplitude
+(:mod:`aclecg_core.data.amplitude`: wrong header gains) and single-lead artefacts.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +17,34 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from aclecg_core.data.amplitude import judge_amplitude, qrs_amplitude
 from aclecg_core.data.cohort import DataError
 from aclecg_core.data.leads import CANONICAL_LEADS, LeadError, to_canonical_order
 from aclecg_core.data.preprocess import MAX_FLAT_LEADS
 
 MAX_FS_HZ = 20_000.0
 MAX_ABS_MV = 25.0  # beyond this (after removing the median) a lead is not a surface ECG in mV
-FLAT_PTP_MV = 0.01  # a lead whose whole range is below 10 µV carries no signal
+ARTEFACT_PTP_MV = 20.0  # a lead spanning more than this is kept, with a warning (artefact)
+FLAT_PTP_MV = 0.01  # a lead whose whole range is below 10 µV carries no signal ...
+FLAT_MAX_STEPS = 100  # ... unless it spans this many ADC steps (then the header gain is wrong)
+AMPLITUDE_WARNING = "amplitude:"  # the warning of a record whose QRS amplitude is implausible
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
 _BYTES_PER_SAMPLE = {
     "8": 1.0, "16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5, "310": 4 / 3,
     "311": 4 / 3, "24": 3.0, "32": 4.0,
 }
 _INVALID_SAMPLE = {"8": -128, "16": -32768, "61": -32768, "80": -128, "160": -32768,
-                   "212": -2048, "310": -512, "311": -512, "24": -(2**23), "32": -(2**31)}
+                   "212": -2048, "310": -512, "311": -512, "24": -(2**23), "32": -(2**31),
+                   "508": -128, "516": -32768, "524": -(2**23)}
 
 
 @dataclass(frozen=True)
 class RawRecord:
     """A record read from disk: (12, n) float32 mV in canonical order, rate, header comments.
 
-    ``warnings`` name problems the record was kept despite (e.g. a few flat leads).
+    ``warnings`` name problems the record was kept despite (e.g. a few flat leads);
+    ``amplitude_factor`` is how many times too large its samples likely are (a wrong header
+    gain; 1 when the amplitude is plausible).
     """
 
     name: str
@@ -38,6 +52,7 @@ class RawRecord:
     fs: float
     comments: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    amplitude_factor: float = 1.0
 
 
 def header_path(path: Path) -> Path:
@@ -75,11 +90,13 @@ _GAIN = re.compile(r"^([-+0-9.eE]+)(?:\((-?\d+)\))?(?:/(\S+))?$")
 
 @dataclass
 class Header:
-    """The fields of a single-segment WFDB header that this reader uses."""
+    """The fields of a WFDB header that this reader uses (``segments`` > 0: a multi-segment
+    record, whose signal fields live in the segment headers)."""
 
     name: str
     fs: float
     sig_len: int
+    segments: int = 0
     files: list[str] = field(default_factory=list)
     fmts: list[str] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
@@ -114,18 +131,24 @@ def _parse_signal_line(header: Header, tokens: list[str]) -> None:
 
 
 def parse_header(text: str) -> Header:
-    """Parse a single-segment WFDB header; ValueError on anything malformed."""
+    """Parse a WFDB header (signal lines of single-segment records only); ValueError on
+    anything malformed."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     comments = [line.lstrip("#").strip() for line in lines if line.startswith("#")]
     fields = [line.split() for line in lines if not line.startswith("#")]
     if not fields or len(fields[0]) < 2:
         raise ValueError("no record line")
     record = fields[0]
-    if "/" in record[0]:
-        raise ValueError("multi-segment records are not supported")
+    name, _, segments = record[0].partition("/")
     n_sig = int(record[1])
     fs = float(record[2].split("/")[0].split("(")[0]) if len(record) > 2 else 250.0
-    header = Header(record[0], fs, int(record[3]) if len(record) > 3 else 0, comments=comments)
+    header = Header(name, fs, int(record[3]) if len(record) > 3 else 0, comments=comments,
+                    segments=int(segments or 0))
+    if segments:
+        if header.segments < 1 or len(fields) - 1 != header.segments:
+            raise ValueError(f"record line announces {segments} segments, "
+                             f"found {len(fields) - 1}")
+        return header
     if n_sig < 1 or len(fields) - 1 != n_sig:
         raise ValueError(f"record line announces {n_sig} signals, found {len(fields) - 1}")
     for tokens in fields[1:]:
@@ -158,7 +181,7 @@ def _check_signal_files(hea: Path, header: Header) -> None:
             raise _fail(hea, f"signal file missing: {file.name}")
         fmt = header.fmts[idx[0]]
         if fmt not in _BYTES_PER_SAMPLE:
-            raise _fail(hea, f"unsupported signal format: {fmt} in {file.name}")
+            continue  # compressed (FLAC) or exotic: wfdb checks what it reads
         frame = sum(header.frames[i] for i in idx)
         expected = header.offsets[idx[0]] + math.ceil(
             header.sig_len * frame * _BYTES_PER_SAMPLE[fmt])
@@ -191,28 +214,23 @@ def _read_digital(hea: Path, header: Header) -> np.ndarray:
         record = wfdb.rdrecord(str(hea.with_suffix("")), physical=False)
         return np.asarray(record.d_signal)
     except Exception as exc:
-        raise _fail(hea, f"unreadable signal: {exc}") from None
+        raise _fail(hea, f"unreadable signal: {type(exc).__name__}: {exc}") from None
 
 
-def read_wfdb(path: Path, max_flat_leads: int = MAX_FLAT_LEADS) -> RawRecord:
-    """Read and validate one WFDB record; raise :class:`DataError` naming file and problem.
-
-    Leads that are constant over the whole record (dead electrodes) are an error when there
-    are more than ``max_flat_leads`` of them or when all leads are flat; fewer are kept and
-    named in ``RawRecord.warnings``.
-    """
-    if not 0 <= max_flat_leads <= len(CANONICAL_LEADS):
-        raise ValueError(f"max_flat_leads must be 0..{len(CANONICAL_LEADS)}, got {max_flat_leads}")
-    hea = header_path(Path(path))
-    header = _read_header(hea)
-    _check_signal_files(hea, header)
-    per_mv = np.array([g / _unit_scale(hea, u) for g, u in zip(header.gains, header.units,
-                                                                 strict=True)])
+def _per_mv(hea: Path, gains: list[float], units: list[str], leads: list[str]) -> np.ndarray:
+    """ADC steps per mV of each signal; implausible gains are an error."""
+    per_mv = np.array([g / _unit_scale(hea, u) for g, u in zip(gains, units, strict=True)])
     bad = ~np.isfinite(per_mv) | (per_mv < 1.0) | (per_mv > 1e7)
     if bad.any():
         i = int(np.argmax(bad))
-        raise _fail(hea, f"implausible gain: {header.gains[i]:g}/{header.units[i]} "
-                         f"in lead {header.leads[i]}")
+        raise _fail(hea, f"implausible gain: {gains[i]:g}/{units[i]} in lead {leads[i]}")
+    return per_mv
+
+
+def _read_single(hea: Path, header: Header) -> np.ndarray:
+    """(sig_len, n_sig) mV of a single-segment record, invalid samples NaN."""
+    _check_signal_files(hea, header)
+    per_mv = _per_mv(hea, header.gains, header.units, header.leads)
     digital = _read_digital(hea, header)
     if digital.shape != (header.sig_len, len(header.leads)):
         raise _fail(hea, f"header/signal mismatch: signal {digital.shape}, "
@@ -226,31 +244,92 @@ def read_wfdb(path: Path, max_flat_leads: int = MAX_FLAT_LEADS) -> RawRecord:
     for i, fmt in enumerate(header.fmts):
         if fmt in _INVALID_SAMPLE:
             physical[digital[:, i] == _INVALID_SAMPLE[fmt], i] = np.nan
+    return physical
+
+
+def _read_segments(hea: Path, header: Header) -> np.ndarray:
+    """(sig_len, n_sig) mV of a multi-segment record (``wfdb.rdrecord``); fills ``header``'s
+    signal fields from the merged record."""
+    try:
+        record = wfdb.rdrecord(str(hea.with_suffix("")))
+        physical = np.asarray(record.p_signal, dtype=float)
+    except Exception as exc:
+        raise _fail(hea, f"unreadable multi-segment record: {type(exc).__name__}: {exc}") \
+            from None
+    header.leads = list(record.sig_name)
+    header.units = [u or "mV" for u in record.units]
+    header.gains = [float(g) for g in (record.adc_gain or [200.0] * len(header.leads))]
+    return physical * np.array([_unit_scale(hea, u) for u in header.units])
+
+
+def read_wfdb(path: Path, max_flat_leads: int = MAX_FLAT_LEADS) -> RawRecord:
+    """Read and validate one WFDB record; raise :class:`DataError` naming file and problem.
+
+    Leads that are constant over the whole record (dead electrodes) are an error when there
+    are more than ``max_flat_leads`` of them or when all leads are flat; fewer are kept and
+    named in ``RawRecord.warnings``.
+    """
+    if not 0 <= max_flat_leads <= len(CANONICAL_LEADS):
+        raise ValueError(f"max_flat_leads must be 0..{len(CANONICAL_LEADS)}, got {max_flat_leads}")
+    hea = header_path(Path(path))
+    header = _read_header(hea)
+    physical = _read_segments(hea, header) if header.segments else _read_single(hea, header)
+    per_mv = _per_mv(hea, header.gains, header.units, header.leads)
     try:
         signal = to_canonical_order(physical, header.leads)
     except LeadError as exc:
         raise _fail(hea, f"unusable leads: {exc}") from None
-    warnings = _check_values(hea, signal, max_flat_leads)
-    return RawRecord(header.name, signal, header.fs, tuple(header.comments), warnings)
+    warnings, factor = _check_values(hea, signal, header.fs, max_flat_leads,
+                                     1 / float(np.median(per_mv)), _gain_text(header))
+    return RawRecord(header.name, signal, header.fs, tuple(header.comments), warnings, factor)
 
 
-def _check_values(hea: Path, signal: np.ndarray, max_flat_leads: int) -> tuple[str, ...]:
-    """NaN, implausibly large leads and too many flat leads are errors; the warnings."""
+def _gain_text(header: Header) -> str:
+    """The most common gain of the header's signals, as written (``200/mV``)."""
+    gain, units = max(zip(header.gains, header.units, strict=True),
+                      key=list(zip(header.gains, header.units, strict=True)).count)
+    return f"{gain:.10g}/{units}"
+
+
+def _check_values(hea: Path, signal: np.ndarray, fs: float, max_flat_leads: int,
+                  step_mv: float, gain: str) -> tuple[tuple[str, ...], float]:
+    """NaN, too many flat leads, an implausible QRS amplitude (a wrong header ``gain``) and
+    implausibly large single leads are errors; returns the warnings and the likely gain factor.
+
+    A lead is flat when its range is below :data:`FLAT_PTP_MV` and spans fewer than
+    :data:`FLAT_MAX_STEPS` ADC steps of ``step_mv``.
+    """
     finite = np.isfinite(signal).all(axis=1)
     if not finite.all():
         names = [CANONICAL_LEADS[i] for i in np.flatnonzero(~finite)]
         raise _fail(hea, f"invalid samples: NaN or out-of-range values in lead(s) "
                          f"{', '.join(names)}")
-    flat = np.ptp(signal, axis=1) < FLAT_PTP_MV
+    ranges = np.ptp(signal, axis=1)
+    flat = (ranges < FLAT_PTP_MV) & (ranges < FLAT_MAX_STEPS * step_mv)
     flat_names = ", ".join(CANONICAL_LEADS[i] for i in np.flatnonzero(flat))
     if flat.all() or flat.sum() > max_flat_leads:
         limit = "all leads" if flat.all() else f"more than max-flat-leads={max_flat_leads}"
         raise _fail(hea, f"flat leads: {flat_names} (range below {FLAT_PTP_MV} mV; {limit})")
-    peaks = np.max(np.abs(signal - np.median(signal, axis=1, keepdims=True)), axis=1)
-    if peaks.max() > MAX_ABS_MV:
+    warnings = [f"flat leads: {flat_names} (kept; max-flat-leads={max_flat_leads})"] \
+        if flat.any() else []
+    qrs = qrs_amplitude(signal, fs, ~flat)
+    verdict = judge_amplitude(qrs, gain) if qrs is not None else None
+    if verdict is not None and verdict.reject:
+        raise _fail(hea, f"implausible amplitude: {verdict.message}")
+    factor = verdict.factor if verdict is not None else 1.0
+    scale = max(1.0, factor)  # large leads are judged as if rescaled by the likely gain error
+    deviation = np.abs(signal - np.median(signal, axis=1, keepdims=True))
+    peaks = deviation.max(axis=1)
+    at = np.argmax(deviation, axis=1) / fs
+    if peaks.max() > MAX_ABS_MV * scale:
         i = int(np.argmax(peaks))
-        raise _fail(hea, f"implausible amplitude: {peaks[i]:.1f} mV in lead {CANONICAL_LEADS[i]} "
-                         f"(limit {MAX_ABS_MV} mV)")
-    if flat.any():
-        return (f"flat leads: {flat_names} (kept; max-flat-leads={max_flat_leads})",)
-    return ()
+        raise _fail(hea, f"implausible amplitude: {peaks[i]:.1f} mV in lead "
+                         f"{CANONICAL_LEADS[i]} at {at[i]:.2f} s (limit {MAX_ABS_MV * scale:g} mV)")
+    wild = np.flatnonzero(ranges > ARTEFACT_PTP_MV * scale)
+    if len(wild):
+        spans = ", ".join(f"{CANONICAL_LEADS[i]} {ranges[i]:.1f} mV at {at[i]:.2f} s"
+                          for i in wild)
+        warnings.append(f"artefact: {spans} (range over {ARTEFACT_PTP_MV * scale:g} mV)")
+    if verdict is not None and verdict.message:
+        warnings.append(f"{AMPLITUDE_WARNING} {verdict.message}")
+    return tuple(warnings), factor

@@ -20,6 +20,7 @@ from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.data.sources import discover
 
 DEAD_LEAD_RECORDS = {"JS20004", "JS20008"}  # Ningbo records whose V2, V4, V6 are all zero
+ARTEFACT_RECORD = "A0061"  # CPSC record whose V6 swings over 20 mV in its last seconds
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +45,17 @@ def test_every_record_is_read(real: tuple[Cohort, Cohort, float]) -> None:
     assert sum(n for s, n in sites.items() if s.startswith("PTB-XL-")) == 350
 
 
-def test_dead_leads_are_kept_with_a_warning(real: tuple[Cohort, Cohort, float]) -> None:
+def test_dead_leads_and_artefacts_are_kept_with_a_warning(
+        real: tuple[Cohort, Cohort, float]) -> None:
     cohort = real[0]
-    assert sorted(Path(w.path).stem for w in cohort.warnings) == sorted(DEAD_LEAD_RECORDS)
-    assert {w.message for w in cohort.warnings} == {
-        "flat leads: V2, V4, V6 (kept; max-flat-leads=3)"}
-    warned = [i for i, r in enumerate(cohort.records) if r.record_id in DEAD_LEAD_RECORDS]
+    warnings = {Path(w.path).stem: w.message for w in cohort.warnings}
+    assert len(warnings) == len(cohort.warnings) == 3
+    assert warnings == {**dict.fromkeys(DEAD_LEAD_RECORDS,
+                                        "flat leads: V2, V4, V6 (kept; max-flat-leads=3)"),
+                        ARTEFACT_RECORD: "artefact: V6 20.5 mV at 8.65 s (range over 20 mV)"}
+    warned = [i for i, r in enumerate(cohort.records) if r.record_id in warnings]
     assert {cohort.records[i].path for i in warned} == {w.path for w in cohort.warnings}
+    warned = [i for i in warned if cohort.records[i].record_id in DEAD_LEAD_RECORDS]
     windows = np.isin(cohort.window_record, warned)
     dead = [CANONICAL_LEADS.index(lead) for lead in ("V2", "V4", "V6")]
     assert windows.any() and np.all(cohort.signals[windows][:, dead] == 0)
@@ -109,7 +114,7 @@ def test_cache_hit_is_identical(real: tuple[Cohort, Cohort, float]) -> None:
     for name in ("signals", "rpeaks", "window_record"):
         np.testing.assert_array_equal(getattr(cached, name), getattr(cold, name))
     assert cached.records == cold.records and cached.rejected == cold.rejected
-    assert cached.warnings == cold.warnings and len(cold.warnings) == 2
+    assert cached.warnings == cold.warnings and len(cold.warnings) == 3
     assert cached.preprocessing == cold.preprocessing and cached.fs == cold.fs
 
 
