@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import aclecg_cli.data_synth
-from aclecg_core.data.cohort import DataError
 from aclecg_core.data.preprocess import MAX_FLAT_LEADS, PreprocessConfig
 from aclecg_core.data.sources import LAYOUTS
 
@@ -41,11 +40,7 @@ def run_check(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --max-flat-leads: {exc}", file=sys.stderr)
         return 2
-    try:
-        report = check_sources(args.paths, args.layout, cfg, args.workers)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    report = check_sources(args.paths, args.layout, cfg, args.workers)
     summary = report.summary()
     if args.json:
         records = [{"path": r.path, "record_id": r.record_id, "ok": r.reason is None,

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             overrides["resume"] = True
         run_dir = simulate(overrides)
     except (ConfigError, DataError, SimulationError) as exc:
-        print(f"aclecg simulate: error: {exc}", file=sys.stderr)
+        print(f"aclecg simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(f"run folder: {run_dir}")
     for name in ("report.html", "report.md"):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from aclecg_core.data.preprocess import NORMALIZATIONS
 
 RANDOM_CHECKPOINT = "random"
 
@@ -28,6 +31,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (no suffix)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default="none",
+                   help="none (mV), lead-zscore (each lead of each window) or record-zscore "
+                        "(each lead of each record)")
+    p.add_argument("--rescale-amplitude", action="store_true",
+                   help="divide records whose QRS amplitude points to a wrong header gain by "
+                        "the likely factor")
     p.set_defaults(func=run_pretrain)
 
     for name, helptext in (("probe", "linear probe of a frozen encoder"),
@@ -73,7 +82,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from aclecg_core.method.model import EncoderConfig, build_model
     from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
-    cohort = _load(args)
+    cohort = _load(args, {"normalization": args.normalization,
+                          "rescale_amplitude": args.rescale_amplitude})
     enc = EncoderConfig(size=args.encoder, regions=args.regions)
     cfg = PretrainConfig(method=args.method, acl_terms=args.acl_terms, views=args.views,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -101,7 +111,11 @@ def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         return build_model(enc, seed=args.seed), {"method": "random", "encoder": enc.to_dict()}
     state, meta = load_checkpoint(Path(args.checkpoint))
     model = build_model(EncoderConfig.from_dict(meta["encoder"]))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {args.checkpoint} does not match its encoder config: "
+                         f"{exc}") from None
     bad = [k for k in missing if k.startswith("encoder.")] + list(unexpected)
     if bad:
         raise ValueError(f"checkpoint {args.checkpoint} does not match its encoder config: "
@@ -110,14 +124,20 @@ def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _classes(spec: str, cohort: Any) -> list[str]:
+    from aclecg_core.data.cohort import DataError
     from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
 
+    seen = {label for r in cohort.records for label in r.labels}
     if spec == "auto":
-        seen = {label for r in cohort.records for label in r.labels}
-        return list(PTBXL_SUPERCLASSES) if seen & set(PTBXL_SUPERCLASSES) else list(
-            SYNTHETIC_CLASSES)
-    named = {"ptbxl": PTBXL_SUPERCLASSES, "synthetic": SYNTHETIC_CLASSES}
-    return list(named[spec]) if spec in named else spec.split(",")
+        classes = list(PTBXL_SUPERCLASSES if seen & set(PTBXL_SUPERCLASSES) else SYNTHETIC_CLASSES)
+    else:
+        named = {"ptbxl": PTBXL_SUPERCLASSES, "synthetic": SYNTHETIC_CLASSES}
+        classes = list(named[spec]) if spec in named else spec.split(",")
+    if not seen & set(classes):
+        folder = os.path.commonpath([r.path for r in cohort.records])
+        raise DataError(f"{folder}: no record carries a label of the classes "
+                        f"{', '.join(classes)} (unlabeled data? choose --classes)")
+    return classes
 
 
 def _split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aclecg_core.data.cohort import Rejection
+from aclecg_core.data.cohort import DataError, Rejection
 from aclecg_core.data.loading import ingest
 from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.data.sources import discover
@@ -53,6 +53,8 @@ def check_sources(paths: list[Path], layout: str = "auto",
                   workers: int | None = None) -> CheckReport:
     """Read and preprocess every record below ``paths`` exactly as :func:`load_cohort` would."""
     sources = discover([Path(p) for p in paths], layout)
+    if not sources:
+        raise DataError(f"no WFDB records found in {', '.join(map(str, paths))}")
     results = ingest(sources, preprocessing or PreprocessConfig(), workers)
     report = CheckReport()
     for source, result in zip(sources, results, strict=True):
