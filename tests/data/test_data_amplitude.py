@@ -109,3 +109,26 @@ def test_record_standardisation_is_amplitude_free(shared_data: Path, tmp_path: P
     np.testing.assert_allclose(per_lead.mean(axis=1), 0.0, atol=1e-5)
     np.testing.assert_allclose(per_lead.std(axis=1), 1.0, atol=1e-4)
     assert PreprocessConfig.from_dict(a.preprocessing) == cfg
+
+
+# The code15/ records that ``aclecg data check`` rejects or warns about, with their verdicts
+# (checked by hand, docs/data.md), and two clean ones.
+CODE15_VERDICTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "1000618": ("record too short: 4.82 s < minimum 5 s", ()),
+    "1111834": ("record too short: 3.02 s < minimum 5 s", ()),
+    "102780": ("implausible amplitude: 27.2 mV in lead V6 at 0.04 s (limit 25 mV)", ()),
+    "919988": ("implausible amplitude: 29.3 mV in lead III at 0.23 s (limit 25 mV)", ()),
+    "1111554": ("implausible amplitude: median QRS 15.5 mV: header gain 1000/mV may be 20x too "
+                "small, or the leads carry noise (plausible 0.05-15 mV)", ()),
+    "1111660": (None, ("amplitude: median QRS 4.66 mV: header gain 1000/mV may be 5x too small "
+                       "(plausible 0.25-4 mV)",)),
+    "1000078": (None, ("artefact: V6 31.2 mV at 0.14 s (range over 20 mV)",)),
+    "1000001": (None, ()),
+    "1000190": (None, ()),
+}
+
+
+def test_code15_verdicts(shared_data: Path) -> None:
+    headers = [shared_data / "code15" / f"{name}.hea" for name in CODE15_VERDICTS]
+    report = check_sources(headers, workers=1)
+    assert {r.record_id: (r.reason, r.warnings) for r in report.records} == CODE15_VERDICTS
