@@ -61,6 +61,8 @@ def test_bad_run_config_names_the_key(key: str, value: object, expected: str) ->
     ("probe:\n  clases: [NSR]\n", "[probe]: unknown key(s) ['clases']"),
     ("probe:\n  source: ptbxl\n", "[probe]: key 'path' is required"),
     ("preprocessing:\n  target-fs: -1\n", "[preprocessing]: preprocessing target_fs"),
+    ("preprocessing:\n  rescale-amplitude: maybe\n",
+     "[preprocessing]: preprocessing rescale_amplitude must be true or false"),
     ("federation:\n  x: 1\n", "unknown section(s) ['federation']"),
 ])
 def test_bad_yaml_names_the_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -68,6 +70,14 @@ def test_bad_yaml_names_the_file_and_key(tmp_path: Path, text: str, expected: st
     with pytest.raises(ConfigError) as info:
         load_config({"config-file": path}, ROOT)
     assert path in str(info.value) and expected in str(info.value)
+
+
+def test_amplitude_options_reach_the_preprocessing(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "preprocessing:\n  rescale-amplitude: true\n"
+                           "  normalization: record-zscore\n")
+    cfg = load_config({"config-file": path}, ROOT)
+    assert cfg.preprocessing["rescale_amplitude"] is True
+    assert cfg.preprocessing["normalization"] == "record-zscore"
 
 
 def test_missing_yaml_file_is_named() -> None:
