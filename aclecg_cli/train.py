@@ -78,7 +78,12 @@ def _load(args: argparse.Namespace, preprocessing: dict[str, Any] | None = None)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from aclecg_core.method.checkpoint import save_checkpoint
+    from aclecg_core.method.checkpoint import (
+        cohort_sites,
+        corpus_summary,
+        encoder_metadata,
+        save_checkpoint,
+    )
     from aclecg_core.method.model import EncoderConfig, build_model
     from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
@@ -90,37 +95,26 @@ def run_pretrain(args: argparse.Namespace) -> int:
                          seed=args.seed)
     model = build_model(enc, seed=args.seed)
     result = pretrain(model, cohort, cfg, pick_device(args.device), progress=args.progress)
-    save_checkpoint(args.out, model.state_dict(), {
-        "method": args.method, "round": None, "encoder": enc.to_dict(),
-        "pretrain": cfg.to_dict(), "preprocessing": cohort.preprocessing,
-        "metrics": {"loss": result.loss, "losses": result.losses,
-                    "samples_per_second": result.samples_per_second},
-        "data": [str(p) for p in args.data], "n_windows": len(cohort),
-    })
+    source = ", ".join(str(p) for p in args.data)
+    save_checkpoint(args.out, model.state_dict(), encoder_metadata(
+        method=args.method, encoder=enc, preprocessing=cohort.preprocessing, round=None,
+        metrics={"loss": result.loss, "losses": result.losses,
+                 "samples_per_second": result.samples_per_second},
+        config={"pretrain": cfg.to_dict()},
+        corpus=corpus_summary("centralized", source, cohort_sites(cohort))))
     print(f"pretrained {args.method} on {len(cohort)} windows in {result.seconds:.1f} s "
           f"(last-epoch loss {result.loss:.4f}); wrote {args.out}")
     return 0
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    from aclecg_core.method.checkpoint import load_checkpoint
+    from aclecg_core.method.checkpoint import load_encoder
     from aclecg_core.method.model import EncoderConfig, build_model
 
     if args.checkpoint == RANDOM_CHECKPOINT:
         enc = EncoderConfig(size=args.encoder)
         return build_model(enc, seed=args.seed), {"method": "random", "encoder": enc.to_dict()}
-    state, meta = load_checkpoint(Path(args.checkpoint))
-    model = build_model(EncoderConfig.from_dict(meta["encoder"]))
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ValueError(f"checkpoint {args.checkpoint} does not match its encoder config: "
-                         f"{exc}") from None
-    bad = [k for k in missing if k.startswith("encoder.")] + list(unexpected)
-    if bad:
-        raise ValueError(f"checkpoint {args.checkpoint} does not match its encoder config: "
-                         f"{bad[:5]}")
-    return model, meta
+    return load_encoder(Path(args.checkpoint))
 
 
 def _classes(spec: str, cohort: Any) -> list[str]:

@@ -18,7 +18,14 @@ import numpy as np
 from aclecg_core.fed.arrays import select_keys, to_numpy, to_torch
 from aclecg_core.fed.audit import AuditTrail, RoundExchange, code_version
 from aclecg_core.fed.config import ConfigError, FederationConfig
-from aclecg_core.method.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from aclecg_core.fed.training import encoder_config
+from aclecg_core.method.checkpoint import (
+    checkpoint_paths,
+    corpus_summary,
+    encoder_metadata,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 # Run-config keys that may differ between a run and its resumption.
 RESUME_FREE_KEYS = ("resume", "run-dir", "num-server-rounds", "round-timeout", "device",
@@ -135,14 +142,12 @@ class RunFolder:
         """Checkpoint the global model of ``server_round``, add the round to the audit trail
         (``exchange``: what was sent and received; None for round 0), append its metrics."""
         auroc = None if probe is None else probe.get("macro_auroc")
-        metadata = {
-            "round": server_round,
-            "metrics": {"macro_auroc": auroc,
-                        "macro_auprc": None if probe is None else probe.get("macro_auprc")},
-            "config": self.cfg.to_dict(),
-            "preprocessing": self.cfg.preprocessing,
-            "aggregate": self.cfg.run.aggregate,
-        }
+        metadata = encoder_metadata(
+            method=self.cfg.run.method, encoder=encoder_config(self.cfg),
+            preprocessing=self.cfg.preprocessing, round=server_round,
+            metrics={"macro_auroc": auroc,
+                     "macro_auprc": None if probe is None else probe.get("macro_auprc")},
+            config=self.cfg.to_dict(), corpus=self._corpus(), aggregate=self.cfg.run.aggregate)
         save_checkpoint(self.round_path(server_round), to_torch(state), metadata)
         self.audit.round(server_round, exchange or RoundExchange(),
                          select_keys(state, self.cfg.run.aggregate), self.round_path(server_round),
@@ -160,6 +165,18 @@ class RunFolder:
         })
         self.metrics["final_round"] = server_round
         self._save_metrics()
+
+    def _corpus(self) -> dict[str, Any]:
+        """The training corpus as far as the server knows it: the sites' aggregate counts."""
+        c = self.cfg.cohort
+        if c.source == "synthetic":
+            source = (f"synthetic cohort (seed {c.synthetic_seed}, {c.sites} sites x "
+                      f"{c.records_per_site} records)")
+        else:
+            source = f"{self.cfg.path(c.path)} (layout {c.layout}, partition {c.partition})"
+        sites = [{"site": s["site"], "records": s.get("records"), "windows": s.get("windows")}
+                 for s in self.metrics["sites"]]
+        return corpus_summary("federated", source, sites)
 
     def finish(self, status: str) -> None:
         self.metrics["run"].update(status=status, finished=_now())

@@ -15,9 +15,14 @@ from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
 
+def encoder_config(cfg: FederationConfig) -> EncoderConfig:
+    """The encoder of a federated run."""
+    return EncoderConfig(size=cfg.run.encoder)
+
+
 def initial_model(cfg: FederationConfig) -> AclEcgModel:
     """The model every participant starts from (seeded initialisation)."""
-    return build_model(EncoderConfig(size=cfg.run.encoder), seed=cfg.run.seed)
+    return build_model(encoder_config(cfg), seed=cfg.run.seed)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Checkpoints: ``<path>.safetensors`` (tensors) plus a ``<path>.json`` sidecar (metadata).
 
-Both files are written atomically (temporary file + rename); no pickle is involved.
+Both files are written atomically (temporary file + rename); no pickle is involved. Model
+checkpoints, centralized and federated alike, carry the sidecar of :func:`encoder_metadata`
+(format version :data:`FORMAT_VERSION`); :func:`load_encoder` turns one into a ready encoder.
 """
 
 from __future__ import annotations
@@ -11,9 +13,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.data.preprocess import PreprocessConfig
+from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "method", "encoder", "preprocessing", "round", "metrics",
+                 "config", "corpus")
 
 
 class CheckpointError(ValueError):
@@ -69,3 +80,79 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(metadata, dict):
         raise CheckpointError(f"checkpoint sidecar {sidecar_path} must hold a JSON object")
     return state, metadata
+
+
+def corpus_summary(setting: str, source: str, sites: list[dict[str, Any]]) -> dict[str, Any]:
+    """The training corpus of a checkpoint: ``setting`` (centralized or federated), ``source``
+    (data folders or cohort description) and per-site ``{"site", "records", "windows"}`` counts
+    (aggregate counts only; a count a site did not disclose is None, and so is the total)."""
+
+    def total(key: str) -> int | None:
+        counts = [n for s in sites if isinstance(n := s.get(key), int)]
+        return sum(counts) if len(counts) == len(sites) else None
+
+    return {"setting": setting, "source": source, "sites": sites,
+            "records": total("records"), "windows": total("windows")}
+
+
+def cohort_sites(cohort: Cohort) -> list[dict[str, Any]]:
+    """Per-site record and window counts of ``cohort`` (for :func:`corpus_summary`)."""
+    sites = np.array([r.site for r in cohort.records])
+    windows = np.bincount(cohort.window_record, minlength=len(cohort.records))
+    return [{"site": str(name), "records": int((sites == name).sum()),
+             "windows": int(windows[sites == name].sum())} for name in np.unique(sites)]
+
+
+def encoder_metadata(*, method: str, encoder: EncoderConfig, preprocessing: dict[str, Any],
+                     round: int | None, metrics: dict[str, Any], config: dict[str, Any] | None,
+                     corpus: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The sidecar of every model checkpoint (centralized: ``round`` None; federated: the
+    global round). ``preprocessing`` is a ``PreprocessConfig.to_dict()``; ``config`` the run's
+    configuration where there is one; ``corpus`` a :func:`corpus_summary`."""
+    return {"format_version": FORMAT_VERSION, "method": method, "encoder": encoder.to_dict(),
+            "preprocessing": PreprocessConfig.from_dict(preprocessing).to_dict(),
+            "round": round, "metrics": metrics, "config": config, "corpus": corpus, **extra}
+
+
+def _check_metadata(metadata: dict[str, Any], sidecar: Path) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in metadata]
+    if missing:
+        raise CheckpointError(f"{sidecar} is not an encoder checkpoint sidecar: missing "
+                              f"{missing} (written before format version {FORMAT_VERSION}? "
+                              "re-run the pretraining or federation)")
+    if metadata["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{sidecar}: checkpoint format version "
+                              f"{metadata['format_version']!r} is not supported (this version "
+                              f"reads {FORMAT_VERSION})")
+    for key, check in (("encoder", EncoderConfig.from_dict),
+                       ("preprocessing", PreprocessConfig.from_dict)):
+        try:
+            check(metadata[key])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{sidecar}: invalid {key!r}: {exc}") from None
+
+
+def load_encoder(path: Path | str, device: str | torch.device = "cpu"
+                 ) -> tuple[AclEcgModel, dict[str, Any]]:
+    """A checkpoint (centralized or federated: round-N, best, final) as a ready model.
+
+    Returns ``(model, metadata)``: the model in eval mode on ``device`` (``model.embed(x)``
+    maps ``(batch, 12, samples)`` windows, preprocessed as ``metadata["preprocessing"]``, to
+    the representation), and the sidecar (see :func:`encoder_metadata`). Raises
+    :class:`CheckpointError` naming the file for missing files or metadata and for tensors that
+    do not match the encoder config.
+    """
+    state, metadata = load_checkpoint(path)
+    tensors_path, sidecar_path = checkpoint_paths(path)
+    _check_metadata(metadata, sidecar_path)
+    model = build_model(EncoderConfig.from_dict(metadata["encoder"]))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{tensors_path} does not match the encoder config of "
+                              f"{sidecar_path}: {exc}") from None
+    bad = [k for k in missing if k.startswith("encoder.")] + list(unexpected)
+    if bad:
+        raise CheckpointError(f"{tensors_path} does not match the encoder config of "
+                              f"{sidecar_path}: missing or unexpected tensors {bad[:5]}")
+    return model.to(device).eval(), metadata

@@ -1,4 +1,5 @@
-"""End to end: a 2-site simulation with a tiny encoder, and resume equality."""
+"""End to end: a 2-site simulation with a tiny encoder, resume equality, and its checkpoints
+used by the downstream commands."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 import pytest
 import torch
 
+from aclecg_cli.main import main
 from aclecg_core.fed.audit import verify_run
-from aclecg_core.method.checkpoint import load_checkpoint
+from aclecg_core.method.checkpoint import REQUIRED_KEYS, load_checkpoint, load_encoder
 from simulation.run import simulate
 
 pytestmark = pytest.mark.slow
@@ -66,3 +68,37 @@ def test_resumed_run_ends_with_the_same_weights(base: dict[str, Any], full_run: 
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
     assert verify_run(Path(run_dir)).verified  # the chain continues across the resume
+
+
+def _cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    return dict(json.loads(capsys.readouterr().out))
+
+
+def test_final_checkpoint_is_probed_and_finetuned_by_the_cli(
+        base: dict[str, Any], full_run: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    final = full_run / "checkpoints" / "final"
+    cohort = Path(base["config-file"]).parent / "cache" / "synthetic" / "seed-0-2x6"
+    data = ["--data", str(cohort), "--split", "site:site3", "--json"]
+    probed = _cli_json(capsys, "probe", str(final), *data)
+    # seed 3: the 2 validation records of this (fixed) cohort differ in some label
+    tuned = _cli_json(capsys, "finetune", str(final), *data, "--epochs", "1", "--fraction", "1",
+                      "--seed", "3")
+    for result in (probed, tuned):
+        assert result["method"] == "acl" and result["metrics"]["n_test"] == 6
+    # a centralized checkpoint carries the same sidecar as the federated ones
+    assert main(["pretrain", "--data", str(cohort / "site1"), "--encoder", "tiny", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(tmp_path / "central")]) == 0
+    _, central = load_encoder(tmp_path / "central")
+    assert central["round"] is None and central["corpus"]["records"] == 6
+    for name in ("round-0000", "round-0001", "best", "final"):
+        model, meta = load_encoder(full_run / "checkpoints" / name)
+        assert not model.training and set(REQUIRED_KEYS) <= set(meta) & set(central)
+        assert meta["corpus"]["setting"] == "federated"
+        # round 0 is the untrained initial encoder: no site has trained it yet; record counts
+        # stay at the sites unless the run sets share-site-stats
+        assert meta["corpus"]["windows"] == (0 if meta["round"] == 0 else 12)
+        assert meta["corpus"]["records"] == (0 if meta["round"] == 0 else None)
+    assert meta["round"] == 2 and meta["encoder"] == model.config.to_dict()
