@@ -18,6 +18,7 @@ MAX_MESSAGE = 400  # characters of an error line
 COMMAND_MODULES: tuple[str, ...] = (
     "aclecg_cli.data",
     "aclecg_cli.train",
+    "aclecg_cli.encoder",
     "aclecg_cli.report",
     "aclecg_cli.audit",
     "aclecg_cli.deploy",

@@ -241,8 +241,21 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
     except BaseException:
         folder.finish("failed")
         raise
+    _write_region_evidence(cfg, run_dir)
     _write_report(run_dir)
     return run_dir
+
+
+def _write_region_evidence(cfg: FederationConfig, run_dir: Path) -> None:
+    """The per-region probe of the final encoder; a failure costs the report panel, not the run."""
+    from aclecg_core.fed.evidence import write_region_evidence
+
+    try:
+        result = write_region_evidence(cfg, run_dir)
+    except (ValueError, OSError) as exc:
+        log(WARNING, "[aclecg] no per-region evidence: %s", exc)
+        return
+    log(INFO, "[aclecg] per-region probe: best region per class %s", result.best)
 
 
 def _write_report(run_dir: Path) -> None:

@@ -19,9 +19,11 @@ from aclecg_core.report.fmt import (
     fmt_value,
     parse_time,
 )
+from aclecg_core.report.regions import PLOT_NAME as REGION_PLOT
+from aclecg_core.report.regions import RegionEvidence, region_section
 from aclecg_core.report.runlog import RoundMetrics, RunMetrics, SiteSummary
 
-PLOT_NAMES = ("probe.png", "site-loss.png", "round-time.png", "per-class-auroc.png")
+PLOT_NAMES = ("probe.png", "site-loss.png", "round-time.png", "per-class-auroc.png", REGION_PLOT)
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -321,14 +323,17 @@ def _privacy_section(flat: dict[str, Any] | None, audit_trail: str | None) -> Se
 
 
 def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path,
-                   audit_trail: str | None = None) -> list[Section]:
+                   audit_trail: str | None = None, regions: RegionEvidence | None = None
+                   ) -> list[Section]:
     """All report sections (writing their figures into ``plots_dir``), in reading order;
-    ``audit_trail``: the run folder's audit file to link, if it has one."""
+    ``audit_trail``: the run folder's audit file to link, if it has one; ``regions``: the
+    per-region evidence of the final encoder, if the run has it."""
     flat = None if config is None else flatten_config(config)
     builders: list[Callable[[], Section | None]] = [
         lambda: _headline(m, flat),
         lambda: _probe_section(m, plots_dir),
         lambda: _per_class_section(m, plots_dir),
+        lambda: region_section(regions, plots_dir),
         lambda: _training_section(m, plots_dir),
         lambda: _sites_section(m),
         lambda: _rounds_section(m),

@@ -1,12 +1,16 @@
 """End to end: a 2-site simulation with a tiny encoder, resume equality, and its checkpoints
-used by the downstream commands."""
+used by the downstream commands (probe, finetune, embed, export)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -47,6 +51,10 @@ def test_simulation_writes_the_run_folder(full_run: Path) -> None:
         assert any(k.startswith("encoder.") for k in state) and "config" in meta
     assert json.loads((full_run / "config.json").read_text())["run"]["num-server-rounds"] == 2
     assert (full_run / "report.md").is_file() and (full_run / "report.html").is_file()
+    regions = json.loads((full_run / "regions.json").read_text())
+    assert regions["round"] == 2 and regions["regions"] == ["inferior", "septal", "anterior",
+                                                            "lateral"]
+    assert "## Per-region evidence" in (full_run / "report.md").read_text()
     audit = verify_run(full_run)
     assert audit.verified and audit.rounds == 3, audit.problems
     lines = [json.loads(line) for line in (full_run / "audit.jsonl").read_text().splitlines()]
@@ -102,3 +110,57 @@ def test_final_checkpoint_is_probed_and_finetuned_by_the_cli(
         assert meta["corpus"]["windows"] == (0 if meta["round"] == 0 else 12)
         assert meta["corpus"]["records"] == (0 if meta["round"] == 0 else None)
     assert meta["round"] == 2 and meta["encoder"] == model.config.to_dict()
+
+
+_PLAIN_TORCH = """
+import json, sys
+import numpy as np, torch
+model = torch.jit.load(sys.argv[1])
+x = torch.from_numpy(np.load(sys.argv[2]))
+np.save(sys.argv[3], model(x).numpy())
+card = json.load(open(sys.argv[1][:-3] + ".json"))
+assert not any(m.startswith("aclecg") for m in sys.modules), "the project was imported"
+print(json.dumps(card["input"]))
+"""
+
+
+def test_final_checkpoint_is_embedded_and_exported(
+        base: dict[str, Any], full_run: Path, tmp_path: Path) -> None:
+    final = full_run / "checkpoints" / "final"
+    cohort = Path(base["config-file"]).parent / "cache" / "synthetic" / "seed-0-2x6"
+    model, meta = load_encoder(final)
+    for out in (tmp_path / "features.npz", tmp_path / "features.csv"):
+        assert main(["embed", str(final), "--data", str(cohort), "--out", str(out)]) == 0
+    with np.load(tmp_path / "features.npz", allow_pickle=False) as f:
+        assert f["features"].shape == (18, model.embed_dim)
+        assert f["record_id"].shape == f["site"].shape == f["labels"].shape == (18,)
+        assert sorted(set(f["site"].tolist())) == ["site1", "site2", "site3"]
+        assert f["label_matrix"].shape == (18, len(f["classes"]))
+        assert json.loads(str(f["info"]))["round"] == 2
+        npz = dict(zip(f["record_id"].tolist(), f["features"], strict=True))
+    table = pd.read_csv(tmp_path / "features.csv")
+    assert len(table) == 18 and {"record_id", "site", "labels", "f0"} <= set(table.columns)
+    row = table.iloc[0]
+    expected = npz[str(row["record_id"])]
+    assert np.allclose(row[[f"f{i}" for i in range(model.embed_dim)]].to_numpy(float), expected,
+                       rtol=1e-5, atol=1e-6)
+
+    exported = tmp_path / "export" / "encoder.pt"
+    assert main(["export", str(final), "--out", str(exported)]) == 0
+    samples = int(meta["preprocessing"]["window_s"] * meta["preprocessing"]["target_fs"])
+    x = torch.randn(3, 12, samples, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = tmp_path / "plain.py"
+    script.write_text(_PLAIN_TORCH)
+    done = subprocess.run([sys.executable, "-I", str(script), str(exported),
+                           str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    card_input = json.loads(done.stdout)
+    assert card_input["lead_order"][:3] == ["I", "II", "III"]
+    assert card_input["window_samples"] == samples and card_input["units"] == "mV"
+    with torch.no_grad():
+        reference = model.embed(x).numpy()
+    assert np.allclose(np.load(tmp_path / "y.npy"), reference, rtol=1e-4, atol=1e-5)
+    card = json.loads(exported.with_suffix(".json").read_text())
+    assert card["method"] == "acl" and card["training_corpus"]["windows"] == 12

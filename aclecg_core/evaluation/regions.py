@@ -1,0 +1,103 @@
+"""Per-region evidence: a linear probe on each anatomical region's features alone.
+
+A region's features are its part of the encoder's representation (by the encoder's region map):
+its leads' features side by side (representation ``leads``) or their mean (``regions``),
+averaged over each record's windows. Which region detects a class
+best shows what the encoder learned about each wall of the heart; for classes with a known
+region (the synthetic cohort's regional infarcts) the expectation is that their own region wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.data.synth.conditions import MI_REGIONS
+from aclecg_core.evaluation.metrics import evaluable
+from aclecg_core.evaluation.probe import aggregate_by_record, linear_probe, record_labels
+from aclecg_core.method.model import AclEcgModel
+
+
+@dataclass
+class RegionProbeResult:
+    """Test AUROC of a linear probe per (region, class); ``None`` where not evaluable.
+
+    ``expected`` maps the classes with a known region to it; ``best`` each evaluable class to
+    the region whose features detect it best; ``holds`` each expected class to whether its own
+    region is that best one.
+    """
+
+    regions: list[str]
+    region_leads: dict[str, list[str]]
+    classes: list[str]
+    auroc: list[list[float | None]]
+    n_train: int
+    n_test: int
+    expected: dict[str, str] = field(default_factory=dict)
+    best: dict[str, str] = field(default_factory=dict)
+    holds: dict[str, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def region_features(model: AclEcgModel, cohort: Cohort, device: str | torch.device = "cpu",
+                    batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Record-level features of each region: region name -> (n_records, F_r) float32."""
+    was_training = model.training
+    model.to(device).eval()
+    regions = model.encoder.regions
+    pooled_form = model.config.representation == "regions"
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in regions.names}
+    for begin in range(0, len(cohort), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(cohort.signals[begin : begin + batch_size]))
+        leads = model.encoder(x.to(device, torch.float32)).float().cpu()
+        pooled = model.encoder.pool_regions(leads)
+        for r, (name, group) in enumerate(zip(regions.names, regions.leads, strict=True)):
+            own = pooled[:, r] if pooled_form else leads[:, list(group)]
+            parts[name].append(own.flatten(1).numpy())
+    model.train(was_training)
+    n = len(cohort.records)
+    return {name: aggregate_by_record(np.concatenate(chunks), cohort.window_record, n)
+            for name, chunks in parts.items()}
+
+
+def region_probe(model: AclEcgModel, train: Cohort, test: Cohort, classes: list[str],
+                 device: str | torch.device = "cpu", seed: int = 0) -> RegionProbeResult:
+    """A linear probe per region (its features alone) and class, trained on ``train``."""
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError("the region probe needs windows in both train and test")
+    train_x = region_features(model, train, device)
+    test_x = region_features(model, test, device)
+    train_y, test_y = record_labels(train, classes), record_labels(test, classes)
+    names = list(model.encoder.regions.names)
+    rows: list[list[float | None]] = []
+    for name in names:
+        per_class = {} if not evaluable(test_y).any() else linear_probe(
+            train_x[name], train_y, test_x[name], test_y, classes, seed=seed,
+            n_bootstrap=0).per_class_auroc
+        rows.append([per_class.get(c) for c in classes])
+    expected = {c: r for c, r in MI_REGIONS.items() if c in classes and r in names}
+    best = _best_regions(names, classes, rows)
+    return RegionProbeResult(
+        regions=names,
+        region_leads={k: list(v) for k, v in model.encoder.regions.lead_names().items()},
+        classes=list(classes), auroc=rows, n_train=len(train.records),
+        n_test=len(test.records), expected=expected, best=best,
+        holds={c: best[c] == r for c, r in expected.items() if c in best})
+
+
+def _best_regions(names: list[str], classes: list[str],
+                  rows: list[list[float | None]]) -> dict[str, str]:
+    best: dict[str, str] = {}
+    for c, name in enumerate(classes):
+        scores = [(row[c], region) for row, region in zip(rows, names, strict=True)
+                  if row[c] is not None]
+        if scores:
+            best[name] = max(scores, key=lambda s: float(s[0] or 0.0))[1]
+    return best

@@ -1,0 +1,69 @@
+"""The report's per-region panel: heat map, one-line reading, the regional-infarct statement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aclecg_core.report import ReportError, load_region_evidence, write_report
+from aclecg_core.report.regions import expectation, reading
+
+REGIONS = ["inferior", "septal", "anterior", "lateral"]
+CLASSES = ["NSR", "MI-INF", "MI-SEP", "AF"]
+
+
+def regions_json(holds: bool = True) -> dict[str, Any]:
+    """A ``RegionProbeResult.to_dict()``-shaped file; MI-SEP's best region is septal or not."""
+    auroc = [[0.70, 0.95, 0.60, None], [0.72, 0.61, 0.91 if holds else 0.70, None],
+             [0.74, 0.58, 0.80, None], [0.75, 0.62, 0.55, None]]
+    return {"round": 5, "regions": REGIONS,
+            "region_leads": {"inferior": ["II", "III"], "septal": ["V1", "V2"],
+                             "anterior": ["V3", "V4"], "lateral": ["V5", "V6"]},
+            "classes": CLASSES, "auroc": auroc, "n_train": 70, "n_test": 30,
+            "expected": {"MI-INF": "inferior", "MI-SEP": "septal"},
+            "best": {"NSR": "lateral", "MI-INF": "inferior",
+                     "MI-SEP": "septal" if holds else "anterior"},
+            "holds": {"MI-INF": True, "MI-SEP": holds}}
+
+
+def run_folder(tmp_path: Path, regions: dict[str, Any] | None) -> Path:
+    metrics = {"run": {"name": "r", "status": "finished"}, "sites": [], "final_round": 5,
+               "rounds": [{"round": 5, "wall_seconds": 1.0, "clients": [], "failures": [],
+                           "probe": None}]}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    if regions is not None:
+        (tmp_path / "regions.json").write_text(json.dumps(regions))
+    return tmp_path
+
+
+def test_report_shows_the_region_panel(tmp_path: Path) -> None:
+    md, html = write_report(run_folder(tmp_path, regions_json()))
+    text = md.read_text()
+    assert "## Per-region evidence" in text and "region-auroc.png" in text
+    assert (tmp_path / "plots" / "region-auroc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "MI-INF inferior (0.95)" in text and "MI-SEP septal (0.91)" in text
+    assert "holds for this run (2 of 2" in text
+    assert "Per-region evidence" in html.read_text()
+
+
+def test_the_statement_says_when_a_region_expectation_fails(tmp_path: Path) -> None:
+    evidence = load_region_evidence(run_folder(tmp_path, regions_json(holds=False)))
+    assert evidence is not None
+    assert "holds only in part" in expectation(evidence)
+    assert "MI-SEP from anterior instead of septal ✗" in expectation(evidence)
+    assert "the regions differ most for MI-INF (AUROC range 0.37)" in reading(evidence)
+    no_regional = {**regions_json(), "expected": {}, "holds": {}}
+    (tmp_path / "regions.json").write_text(json.dumps(no_regional))
+    evidence = load_region_evidence(tmp_path)
+    assert evidence is not None and "cannot show" in expectation(evidence)
+
+
+def test_runs_without_regions_have_no_panel_and_bad_files_are_named(tmp_path: Path) -> None:
+    md, _ = write_report(run_folder(tmp_path, None))
+    assert "Per-region evidence" not in md.read_text()
+    (tmp_path / "regions.json").write_text(json.dumps({**regions_json(), "auroc": [[0.5]]}))
+    with pytest.raises(ReportError, match=r"regions\.json: auroc"):
+        write_report(tmp_path)
