@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run config key, e.g. --set num-server-rounds=5 "
                         "(repeatable; values are TOML: strings may be bare)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Flower's own log (sampling, aggregation, summaries)")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             overrides["run-dir"] = str(args.run_dir.resolve())
         if args.resume:
             overrides["resume"] = True
-        run_dir = simulate(overrides)
+        run_dir = simulate(overrides, verbose=args.verbose)
     except (ConfigError, DataError, SimulationError) as exc:
         print(f"aclecg simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ Thin: configuration, data, run folder and probing live in ``aclecg_core``.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -13,7 +14,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
@@ -21,7 +30,14 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
 from aclecg_core.fed.audit import RoundExchange, array_digest
 from aclecg_core.fed.config import FederationConfig, load_config
+from aclecg_core.fed.console import DropMessages, filtered
 from aclecg_core.fed.disclosure import read_label_counts
+from aclecg_core.fed.rounds import (
+    aggregate_client_metrics,
+    check_round,
+    fit_to_federation,
+    settled_node_count,
+)
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
 from aclecg_core.fed.training import initial_model
@@ -43,6 +59,13 @@ def _arrays_of(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
+def _train_metrics(replies: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Flower's ``train_metrics_aggr_fn``: only the metrics that aggregate meaningfully."""
+    metrics = [cast(dict[str, float], dict(next(iter(r.metric_records.values()))))
+               for r in replies]
+    return MetricRecord(dict(aggregate_client_metrics(metrics, weight_key).items()))
+
+
 def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
                    on_replies: RepliesHook) -> Strategy:
     """The configured Flower strategy, in the server-side DP wrapper when ``dp`` is on, inside
@@ -50,7 +73,8 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
     r = cfg.run
     common: dict[str, Any] = dict(fraction_train=r.fraction_train, fraction_evaluate=0.0,
                                   min_train_nodes=r.min_sites, min_evaluate_nodes=0,
-                                  min_available_nodes=r.min_sites)
+                                  min_available_nodes=r.min_sites,
+                                  train_metrics_aggr_fn=_train_metrics)
     base: type[FedAvg]
     if r.strategy == "fedprox":
         base, common["proximal_mu"] = FedProx, r.proximal_mu
@@ -62,7 +86,10 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
     else:
         base = FedAvg
     dp = DpSettings.from_run_config(cfg.to_dict()["run"])
-    inner = wrap_with_dp(base(**common), dp, cfg.sites_per_round())
+    # Federated evaluation is off on purpose (the server probes centrally): no warning about it.
+    with filtered(logging.getLogger("flwr"), DropMessages("fraction_evaluate is set to 0.0")):
+        strategy = base(**common)
+    inner = wrap_with_dp(strategy, dp, cfg.sites_per_round())
     return RecordingStrategy(inner, template, on_replies)
 
 
@@ -167,6 +194,7 @@ class RoundRecorder:
                            f"({self.cfg.run.round_timeout:g} s)"} for n in silent]
         self.exchange.failed = list(self.failures)
         self.folder.add_sites(sites)
+        check_round(self.offset + server_round, len(self.clients), self.failures)
 
     def should_probe(self, global_round: int) -> bool:
         every = self.cfg.run.eval_every
@@ -214,6 +242,13 @@ class RoundRecorder:
 
 def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
     """The whole federated run on ``grid``; returns the run folder."""
+    nodes = settled_node_count(lambda: len(list(grid.get_node_ids())), cfg.cohort.sites,
+                               cfg.run.min_sites)
+    fitted = fit_to_federation(cfg, nodes)
+    if fitted.cohort.sites != cfg.cohort.sites:
+        log(INFO, "[aclecg] the federation has %d nodes: simulating %d sites (cohort.sites "
+            "was %d)", nodes, nodes, cfg.cohort.sites)
+    cfg = fitted
     if cfg.cohort.source == "synthetic":
         ensure_synthetic_cohort(cfg)
     run_dir = default_run_dir(cfg)
@@ -238,8 +273,8 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
                 evaluate_fn=recorder.evaluate,
             )
         folder.finish("finished")
-    except BaseException:
-        folder.finish("failed")
+    except BaseException as exc:
+        folder.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     _write_region_evidence(cfg, run_dir)
     _write_report(run_dir)
@@ -268,15 +303,17 @@ def _write_report(run_dir: Path) -> None:
     log(INFO, "[aclecg] report: %s (and %s)", html, md)
 
 
-def make_app(run_config: Mapping[str, Any] | None = None) -> ServerApp:
+def make_app(run_config: Mapping[str, Any] | None = None,
+             wrap_grid: Callable[[Grid], Grid] | None = None) -> ServerApp:
     """A ServerApp; ``run_config`` fills keys missing from ``context.run_config`` (used by the
-    in-process simulation, whose context carries an empty run config)."""
+    in-process simulation, whose context carries an empty run config); ``wrap_grid`` wraps the
+    grid (the simulation's progress bar)."""
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = load_config({**(run_config or {}), **dict(context.run_config)}, APP_DIR)
-        run_federation(grid, cfg)
+        run_federation(wrap_grid(grid) if wrap_grid else grid, cfg)
 
     return server_app
 

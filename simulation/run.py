@@ -12,14 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aclecg_core.fed.config import load_config, read_pyproject_defaults
+from aclecg_core.fed.config import FederationConfig, load_config, read_pyproject_defaults
+from aclecg_core.fed.console import DropMessages, ProjectLines, filtered
+from aclecg_core.fed.rounds import FederationError
 from aclecg_core.fed.rundir import default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort
+from simulation.progress import ProgressGrid
+from simulation.reaper import Reaper
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -33,15 +38,41 @@ FLOWER_ENV = {
 }
 
 
+# Flower 1.41 has no other in-process simulation (docs/federation.md, "Launching"): the banner
+# is dropped, the function kept.
+RUN_SIMULATION_DEPRECATION = "DEPRECATED FEATURE: The `run_simulation` function"
+
+
 class SimulationError(RuntimeError):
     """The simulated federation did not finish."""
 
 
-def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR) -> Path:
+def backend_config(cfg: FederationConfig, gpus: int) -> dict[str, Any]:
+    """Flower's Ray backend settings: a fresh local Ray instance without dashboard (``address
+    "local"``, never an instance found on the machine), or the cluster at ``ray-address``."""
+    init: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR",
+                            "log_to_driver": True}
+    if cfg.run.ray_address:
+        init["address"] = cfg.run.ray_address
+    else:
+        init.update(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus)
+    return {
+        "client_resources": {"num_cpus": cfg.run.client_cpus,
+                             "num_gpus": cfg.run.client_gpus if gpus or cfg.run.ray_address
+                             else 0.0},
+        "init_args": init,
+    }
+
+
+def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR,
+             verbose: bool = False) -> Path:
     """Run the federation described by pyproject defaults + ``overrides``; returns the run folder.
 
     The synthetic cohort is generated first when missing; the run folder is fixed before the
-    start (a new one under ``runs/``, or the latest one when resuming).
+    start (a new one under ``runs/``, or the latest one when resuming). The console shows the
+    project's lines and problems only (``verbose``: Flower's log too); no process of the run
+    outlives it (:class:`simulation.reaper.Reaper`). Raises :class:`SimulationError` when the
+    run fails (e.g. a round in which no site succeeded).
     """
     run_config = {**read_pyproject_defaults(project_dir / "pyproject.toml"), **overrides}
     cfg = load_config(run_config, project_dir)
@@ -62,16 +93,17 @@ def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR) -> P
     from client.app import app as client_app
     from server.app import make_app
 
-    gpus = torch.cuda.device_count()
-    backend_config: dict[str, Any] = {
-        "client_resources": {"num_cpus": cfg.run.client_cpus,
-                             "num_gpus": cfg.run.client_gpus if gpus else 0.0},
-        "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": gpus,
-                      "logging_level": "ERROR", "log_to_driver": True},
-    }
+    flwr_logger = logging.getLogger("flwr")
+    console = [DropMessages(RUN_SIMULATION_DEPRECATION), *([] if verbose else [ProjectLines()])]
     logging.getLogger("ray").setLevel(logging.ERROR)
-    run_simulation(server_app=make_app(run_config), client_app=client_app,
-                   num_supernodes=cfg.cohort.sites, backend_config=backend_config)
+    progress = ProgressGrid if sys.stderr.isatty() else None
+    try:
+        with filtered(flwr_logger, *console), Reaper():
+            run_simulation(server_app=make_app(run_config, progress), client_app=client_app,
+                           num_supernodes=cfg.cohort.sites,
+                           backend_config=backend_config(cfg, torch.cuda.device_count()))
+    except FederationError as exc:
+        raise SimulationError(f"{exc} (run folder {run_dir})") from None
     try:
         status = json.loads((run_dir / "metrics.json").read_text())["run"]["status"]
     except (OSError, json.JSONDecodeError, KeyError) as exc:

@@ -3,3 +3,11 @@ cache, cohorts, record checks, the synthetic and GAN corpora.
 
 Imports nothing else of the core but ``aclecg_core.settings``.
 """
+
+import warnings
+
+# wfdb (4.3) calls pandas' deprecated ``set_index(inplace=True)`` when it is imported; the
+# warning is about wfdb's code, not ours, and would be printed once per process (every
+# simulated site). Silenced here, before any module of this package imports wfdb.
+warnings.filterwarnings("ignore", message=r"The inplace keyword in DataFrame\.set_index",
+                        category=DeprecationWarning, module=r"wfdb(\.|$)")

@@ -83,6 +83,7 @@ class RunSettings:
     device: str = "auto"
     client_cpus: int = 1
     client_gpus: float = 0.0
+    ray_address: str = ""
     config_file: str = "configs/default.yaml"
     run_dir: str = ""
     resume: bool = False

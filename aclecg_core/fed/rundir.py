@@ -29,7 +29,7 @@ from aclecg_core.method.checkpoint import (
 
 # Run-config keys that may differ between a run and its resumption.
 RESUME_FREE_KEYS = ("resume", "run-dir", "num-server-rounds", "round-timeout", "device",
-                    "client-cpus", "client-gpus")
+                    "client-cpus", "client-gpus", "ray-address")
 
 
 def _now() -> str:
@@ -110,6 +110,7 @@ class RunFolder:
         last = int(folder.metrics["final_round"])
         folder.metrics["rounds"] = [r for r in folder.metrics["rounds"] if r["round"] <= last]
         folder.metrics["run"].update(status="running", finished=None)
+        folder.metrics["run"].pop("error", None)
         folder._save_metrics()
         folder.audit.start("resume", folder.path, cfg.to_dict(), folder.code)
         return folder
@@ -178,8 +179,11 @@ class RunFolder:
                  for s in self.metrics["sites"]]
         return corpus_summary("federated", source, sites)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Mark the run ``finished`` or ``failed`` (with the ``error`` that stopped it)."""
         self.metrics["run"].update(status=status, finished=_now())
+        if error is not None:
+            self.metrics["run"]["error"] = error
         self._save_metrics()
         self.audit.append("finish", status=status)
 

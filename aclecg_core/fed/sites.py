@@ -69,8 +69,10 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     ``num_sites``; with the synthetic cohort and partition ``site``: folder ``site{index+1}``."""
     c = cfg.cohort
     if num_sites != c.sites:
-        raise ValueError(f"the simulation runs {num_sites} sites but the cohort config has "
-                         f"sites={c.sites}")
+        raise ValueError(
+            f"the federation runs {num_sites} nodes but cohort.sites is {c.sites} in "
+            f"{cfg.run.config_file or 'the config'}: set cohort.sites to {num_sites} there, or "
+            f"run {c.sites} nodes (flwr run . --federation-config 'num-supernodes={c.sites}')")
     if not 0 <= index < num_sites:
         raise ValueError(f"site index {index} outside 0..{num_sites - 1}")
     if c.source == "synthetic":

@@ -1,11 +1,16 @@
-"""End to end: a 2-site simulation with a tiny encoder, resume equality, and its checkpoints
-used by the downstream commands (probe, finetune, embed, export)."""
+"""End to end: a 2-site simulation with a tiny encoder, resume equality, its checkpoints used by
+the downstream commands (probe, finetune, embed, export), failing sites, and no process left
+behind (normal end, killed driver)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +21,13 @@ import torch
 
 from aclecg_cli.main import main
 from aclecg_core.fed.audit import verify_run
+from aclecg_core.fed.config import load_config
+from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.method.checkpoint import REQUIRED_KEYS, load_checkpoint, load_encoder
-from simulation.run import simulate
+from simulation.reaper import processes_with
+from simulation.run import PROJECT_DIR, simulate
+
+MARK = "ACLECG_TEST_MARK"
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +42,24 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "num-server-rounds": 2}
 
 
+def _survivors(mark: str, wait_s: float) -> list[int]:
+    """Processes still carrying ``MARK=mark`` (besides this one) after up to ``wait_s``."""
+    end = time.monotonic() + wait_s
+    while (left := processes_with(MARK, mark, exclude={os.getpid()})) and time.monotonic() < end:
+        time.sleep(0.5)
+    return left
+
+
 @pytest.fixture(scope="module")
 def full_run(base: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate({**base, "run-dir": str(tmp_path_factory.mktemp("runs") / "full")})
+    mark = os.urandom(6).hex()
+    os.environ[MARK] = mark  # inherited by every process Ray starts for this run
+    try:
+        run_dir = simulate({**base, "run-dir": str(tmp_path_factory.mktemp("runs") / "full")})
+    finally:
+        del os.environ[MARK]
+    assert _survivors(mark, 0) == []  # nothing of the run is left once simulate returns
+    return run_dir
 
 
 def test_simulation_writes_the_run_folder(full_run: Path) -> None:
@@ -164,3 +189,54 @@ def test_final_checkpoint_is_embedded_and_exported(
     assert np.allclose(np.load(tmp_path / "y.npy"), reference, rtol=1e-4, atol=1e-5)
     card = json.loads(exported.with_suffix(".json").read_text())
     assert card["method"] == "acl" and card["training_corpus"]["windows"] == 12
+
+
+def test_a_run_whose_sites_all_fail_says_so_and_fails(
+        base: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(base, PROJECT_DIR)
+    root = ensure_synthetic_cohort(cfg)
+    broken = tmp_path / "cache"
+    shutil.copytree(root.parents[1], broken)  # same cohort, both training sites then removed
+    synthetic = broken / root.relative_to(root.parents[1])
+    for site in ("site1", "site2"):
+        shutil.rmtree(synthetic / site)
+    yaml = tmp_path / "broken.yaml"
+    yaml.write_text(Path(base["config-file"]).read_text().replace(
+        str(Path(base["config-file"]).parent / "cache"), str(broken)))
+    run_dir = tmp_path / "run"
+    code = main(["simulate", "--config", str(yaml), "--run-dir", str(run_dir),
+                   "--set", "batch-size=4", "--set", "num-server-rounds=2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "round 1: no site succeeded" in err and "site1: DataError" in err \
+        and "site2: DataError" in err and "no such file or folder" in err
+    run = json.loads((run_dir / "metrics.json").read_text())["run"]
+    assert run["status"] == "failed" and "no site succeeded" in run["error"]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_killing_the_driver_leaves_no_process_behind(base: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    mark = os.urandom(6).hex()
+    run_dir = tmp_path / "run"
+    overrides = {**base, "run-dir": str(run_dir), "num-server-rounds": 50}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", f"from simulation.run import simulate; simulate({overrides!r})"],
+        cwd=PROJECT_DIR, env={**os.environ, MARK: mark}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 300
+        while time.monotonic() < end and driver.poll() is None:  # until a round has trained
+            metrics = run_dir / "metrics.json"
+            if metrics.is_file() and json.loads(metrics.read_text())["final_round"] >= 1:
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, "the simulation ended before it could be killed"
+        assert len(processes_with(MARK, mark)) > 3  # driver, reaper, Ray's processes
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        assert _survivors(mark, 30) == []
+    finally:
+        driver.kill()
+        for pid in processes_with(MARK, mark):
+            os.kill(pid, signal.SIGKILL)

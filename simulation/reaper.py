@@ -1,0 +1,115 @@
+"""Stops every process a simulation started, also when its driver is killed (Linux).
+
+Before Ray starts, the driver puts a fresh token into its environment; every process Ray starts
+on this machine (GCS, raylet, agents, workers) inherits it. A watchdog process in its own
+session (so Ctrl-C and the driver's death leave it running) waits for the end of a pipe from
+the driver, which comes with the driver's normal exit as well as with its death, then
+terminates every process that still carries the token. Processes of an existing Ray cluster
+(``ray-address``) never carry it and are left alone.
+
+Run as ``python -m simulation.reaper TOKEN DRIVER_PID`` by :class:`Reaper`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Collection
+from pathlib import Path
+from types import TracebackType
+
+TOKEN_VAR = "ACLECG_SIMULATION_TOKEN"
+PROC = Path("/proc")
+
+
+def processes_with(var: str, value: str, exclude: Collection[int] = ()) -> list[int]:
+    """The ids of this user's processes whose environment has ``var=value``."""
+    needle = f"{var}={value}".encode()
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def terminate(pids: list[int], grace_s: float = 3.0) -> None:
+    """SIGTERM ``pids``, then SIGKILL those still alive after ``grace_s`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + grace_s
+        while alive and time.monotonic() < end:
+            alive = [p for p in alive if PROC.joinpath(str(p)).exists() and not _zombie(p)]
+            time.sleep(0.1)
+        pids = alive
+        if not pids:
+            return
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class Reaper:
+    """Context manager: marks this process's environment and starts the watchdog; on exit
+    closes the pipe and waits for the watchdog to clean up. A no-op without ``/proc``."""
+
+    def __init__(self, timeout_s: float = 20.0) -> None:
+        self.timeout_s = timeout_s
+        self.token = os.urandom(8).hex()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.saved: str | None = None
+
+    def __enter__(self) -> Reaper:
+        if not PROC.is_dir():
+            return self
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "simulation.reaper", self.token, str(os.getpid())],
+            stdin=subprocess.PIPE, env=env, cwd=Path(__file__).resolve().parents[1],
+            start_new_session=True)
+        self.saved = os.environ.get(TOKEN_VAR)
+        os.environ[TOKEN_VAR] = self.token
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.process is None:
+            return
+        if self.saved is None:
+            os.environ.pop(TOKEN_VAR, None)
+        else:
+            os.environ[TOKEN_VAR] = self.saved
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(self.timeout_s)
+
+
+def main(argv: list[str]) -> None:
+    token, driver = argv[0], int(argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdin.buffer.read()  # returns at EOF: the driver closed the pipe or died
+    terminate(processes_with(TOKEN_VAR, token, exclude={os.getpid(), driver}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,105 @@
+"""Round checks, the federation's size, console filters and the process reaper (no Flower run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aclecg_core.fed.config import load_config
+from aclecg_core.fed.console import DropMessages, ProjectLines
+from aclecg_core.fed.rounds import (
+    FederationError,
+    aggregate_client_metrics,
+    check_round,
+    fit_to_federation,
+    settled_node_count,
+)
+from simulation.reaper import processes_with, terminate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_round_without_any_success_stops_the_run_naming_each_reason() -> None:
+    check_round(3, 1, [{"site": "site2", "error": "DataError: x"}])
+    with pytest.raises(FederationError, match=r"round 3: no site succeeded.*"
+                       r"site1: DataError: gone; node-7: no reply"):
+        check_round(3, 0, [{"site": "site1", "error": "DataError: gone"},
+                           {"site": "node-7", "error": "no reply within round-timeout"}])
+
+
+def test_only_loss_examples_and_seconds_are_aggregated() -> None:
+    out = aggregate_client_metrics([
+        {"loss": 1.0, "num-examples": 1, "seconds": 2.0, "site-index": 1, "fs": 100.0,
+         "label-count/MI": 3},
+        {"loss": 4.0, "num-examples": 3, "seconds": 5.0, "site-index": 2, "fs": 500.0,
+         "label-count/MI": 0},
+    ])
+    assert out == {"loss": 3.25, "num-examples": 4, "seconds": 5.0}
+    assert aggregate_client_metrics([]) == {}
+
+
+def _cfg(tmp_path: Path, cohort: str, **run: object):
+    yaml = tmp_path / "sites.yaml"
+    yaml.write_text(cohort)
+    return load_config({"config-file": str(yaml), **run}, ROOT)
+
+
+def test_synthetic_and_free_partitions_follow_the_federation(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "cohort:\n  sites: 4\n")
+    assert fit_to_federation(cfg, 2).cohort.sites == 2
+    assert fit_to_federation(cfg, 4) is cfg
+    folder = _cfg(tmp_path, f"cohort:\n  sites: 4\n  source: folder\n  path: {tmp_path}\n"
+                  f"probe:\n  source: cinc\n  path: {tmp_path}\n")
+    assert fit_to_federation(folder, 2) is folder  # its own sites fix the number
+    iid = _cfg(tmp_path, f"cohort:\n  sites: 4\n  source: folder\n  path: {tmp_path}\n"
+               f"  partition: iid\nprobe:\n  source: cinc\n  path: {tmp_path}\n")
+    assert fit_to_federation(iid, 3).cohort.sites == 3
+    with pytest.raises(FederationError, match="min-sites is 2: run with --set min-sites=1"):
+        fit_to_federation(cfg, 1)
+
+
+def test_node_count_settles() -> None:
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    counts = iter([0, 0, 1, 2, 2, 2])
+    assert settled_node_count(lambda: next(counts), 2, 1, clock=lambda: now[0],
+                              sleep=sleep) == 2
+    seen = iter([0, 1, 3] + [3] * 100)
+    assert settled_node_count(lambda: next(seen), 4, 2, settle_s=1.0, clock=lambda: now[0],
+                              sleep=sleep) == 3
+
+
+def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord("flwr", level, "x", 1, message, None, None)
+
+
+def test_console_keeps_project_lines_and_problems() -> None:
+    lines, noise = ProjectLines(), DropMessages("fraction_evaluate is set")
+    assert lines.filter(_record("[aclecg] round 1/5"))
+    assert not lines.filter(_record("[ROUND 1/5]"))
+    assert lines.filter(_record("site failed", logging.WARNING))
+    assert not noise.filter(_record("fraction_evaluate is set to 0.0.", logging.WARNING))
+    assert noise.filter(_record("something else", logging.WARNING))
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_reaper_finds_and_ends_marked_processes() -> None:
+    mark = os.urandom(6).hex()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             env={**os.environ, "ACLECG_TEST_MARK": mark})
+    try:
+        assert processes_with("ACLECG_TEST_MARK", mark) == [child.pid]
+        start = time.monotonic()
+        terminate([child.pid], grace_s=5.0)
+        assert child.wait(5) != 0 and time.monotonic() - start < 5
+    finally:
+        child.kill()
