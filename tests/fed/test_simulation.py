@@ -235,7 +235,8 @@ def test_killing_the_driver_leaves_no_process_behind(base: dict[str, Any],
         assert len(processes_with(MARK, mark)) > 3  # driver, reaper, Ray's processes
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        assert _survivors(mark, 30) == []
+        # Without the reaper Ray's agents outlive a killed driver by 20-30 s (measured).
+        assert _survivors(mark, 10) == []
     finally:
         driver.kill()
         for pid in processes_with(MARK, mark):
