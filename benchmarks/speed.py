@@ -43,6 +43,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     finish,
+    load_average,
     metadata,
     peak_rss_mb,
     rss_mb,
@@ -167,52 +168,85 @@ def measure_step(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def measure_federation(args: dict[str, Any]) -> dict[str, Any]:
-    """The Flower simulation (4 sites) vs centralized pretraining of the pooled sites for the
-    same number of epochs, both with the server's probe at round 0 and at the end."""
-    from aclecg_core.evaluation.probe import probe_cohorts
+def _federation_setup(args: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(config, run-config overrides) of the federation comparison; fills the caches."""
     from aclecg_core.fed.config import load_config, read_pyproject_defaults
     from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data, simulated_site
-    from aclecg_core.fed.training import initial_model
-    from aclecg_core.method.pretrain import PretrainConfig, pretrain
+
+    overrides = {"num-server-rounds": args["rounds"], "local-epochs": 1,
+                 "encoder": args["encoder"], "eval-every": 0, "device": args["device"]}
+    cfg = load_config({**read_pyproject_defaults(ROOT / "pyproject.toml"), **overrides}, ROOT)
+    ensure_synthetic_cohort(cfg)
+    for k in range(cfg.cohort.sites):  # fill the preprocessed-cohort cache for both arms
+        simulated_site(cfg, k, cfg.cohort.sites)
+    probe_data(cfg)
+    return cfg, overrides
+
+
+def measure_federated_arm(args: dict[str, Any]) -> dict[str, Any]:
+    """One 4-site Flower simulation (``aclecg simulate``), from the call to the report."""
     from simulation.run import simulate
 
-    rounds = args["rounds"]
+    _, overrides = _federation_setup(args)
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"num-server-rounds": rounds, "local-epochs": 1, "encoder": args["encoder"],
-                     "eval-every": 0, "device": args["device"], "run-dir": f"{tmp}/run"}
-        cfg = load_config({**read_pyproject_defaults(ROOT / "pyproject.toml"), **overrides},
-                          ROOT)
-        ensure_synthetic_cohort(cfg)
-        for k in range(cfg.cohort.sites):  # fill the preprocessed-cohort cache for both
-            simulated_site(cfg, k, cfg.cohort.sites)
-        probe_data(cfg)
+        load = load_average()
         start = time.perf_counter()
-        run_dir = simulate(overrides)
-        federated = time.perf_counter() - start
+        run_dir = simulate({**overrides, "run-dir": f"{tmp}/run"})
+        wall = time.perf_counter() - start
         metrics = json.loads((run_dir / "metrics.json").read_text())
+    round_walls = [r["wall_seconds"] for r in metrics["rounds"]]
+    return {"wall_s": wall, "load_average": load, "round_wall_s": round_walls,
+            "rounds_total_s": sum(round_walls), "startup_and_teardown_s": wall - sum(round_walls),
+            "client_train_s_total": sum(c["seconds"] for r in metrics["rounds"]
+                                        for c in r["clients"])}
+
+
+def measure_centralized_arm(args: dict[str, Any]) -> dict[str, Any]:
+    """Centralized pretraining of the pooled sites for as many epochs as rounds, with the same
+    probes (before and after) and the same data loading."""
+    from aclecg_core.evaluation.probe import probe_cohorts
+    from aclecg_core.fed.sites import probe_data, simulated_site
+    from aclecg_core.fed.training import initial_model
+    from aclecg_core.method.pretrain import PretrainConfig, pretrain
+
+    cfg, _ = _federation_setup(args)
+    load = load_average()
     start = time.perf_counter()
     sites = [simulated_site(cfg, k, cfg.cohort.sites) for k in range(cfg.cohort.sites)]
     pooled = _concat(sites)
     train, test, classes = probe_data(cfg)
     model = initial_model(cfg)
     probe_cohorts(model, train, test, classes, seed=0, n_bootstrap=cfg.probe.bootstrap)
-    pcfg = PretrainConfig(method=cfg.run.method, epochs=rounds, batch_size=cfg.run.batch_size,
-                          lr=cfg.run.lr, seed=cfg.run.seed)
+    pcfg = PretrainConfig(method=cfg.run.method, epochs=args["rounds"],
+                          batch_size=cfg.run.batch_size, lr=cfg.run.lr, seed=cfg.run.seed)
     pretrain(model, pooled, pcfg, device=pick_device(args["device"]))
     probe_cohorts(model, train, test, classes, seed=0, n_bootstrap=cfg.probe.bootstrap)
-    centralized = time.perf_counter() - start
-    round_walls = [r["wall_seconds"] for r in metrics["rounds"]]
-    client_seconds = [c["seconds"] for r in metrics["rounds"] for c in r["clients"]]
+    return {"wall_s": time.perf_counter() - start, "load_average": load,
+            "sites": cfg.cohort.sites, "records": sum(len(s.records) for s in sites),
+            "windows": len(pooled)}
+
+
+def measure_federation(args: dict[str, Any], threads: int) -> dict[str, Any]:
+    """The Flower simulation (4 sites) vs centralized pretraining of the pooled sites for the
+    same number of epochs, both with the server's probe at round 0 and at the end. Each arm runs
+    in a fresh process; the arms alternate (fed, cen, cen, fed, ...) ``repeats`` times and the
+    ratio is the median of the per-repeat ratios (the machine is shared: load varies)."""
+    fed: list[dict[str, Any]] = []
+    cen: list[dict[str, Any]] = []
+    for rep in range(args["repeats"]):
+        order = ["federated", "centralized"][:: 1 if rep % 2 == 0 else -1]
+        for arm in order:
+            result = run_isolated(f"{arm}_arm", args, threads)
+            (fed if arm == "federated" else cen).append(result)
+    ratios = [f["wall_s"] / c["wall_s"] for f, c in zip(fed, cen, strict=True)]
     return {
-        "rounds": rounds, "sites": cfg.cohort.sites, "records": sum(len(s.records) for s in sites),
-        "windows": len(pooled), "encoder": args["encoder"],
-        "federated_wall_s": federated, "centralized_wall_s": centralized,
-        "ratio": federated / centralized,
-        "federated_round_wall_s": round_walls,
-        "federated_rounds_total_s": sum(round_walls),
-        "federated_startup_and_teardown_s": federated - sum(round_walls),
-        "federated_client_train_s_total": sum(client_seconds),
+        "rounds": args["rounds"], "sites": cen[0]["sites"], "records": cen[0]["records"],
+        "windows": cen[0]["windows"], "encoder": args["encoder"], "repeats": args["repeats"],
+        "federated_wall_s": statistics.median(f["wall_s"] for f in fed),
+        "centralized_wall_s": statistics.median(c["wall_s"] for c in cen),
+        "ratio": statistics.median(ratios), "ratio_per_repeat": ratios,
+        "federated": fed, "centralized": cen,
+        "peak_rss_mib": max(f["peak_rss_mib"] for f in fed),
     }
 
 
@@ -317,8 +351,8 @@ def _child(name: str, args: dict[str, Any], threads: int, conn: Any) -> None:
 
 
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "step": measure_step, "federation": measure_federation, "load": measure_load,
-    "probe": measure_probe, "rounds": measure_rounds,
+    "step": measure_step, "load": measure_load, "probe": measure_probe, "rounds": measure_rounds,
+    "federated_arm": measure_federated_arm, "centralized_arm": measure_centralized_arm,
 }
 
 
@@ -391,6 +425,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--encoder", default="tiny", choices=["tiny", "small", "default"])
     parser.add_argument("--skip-federation", action="store_true",
                         help="leave out the Flower simulation (Ray start-up dominates --quick)")
+    parser.add_argument("--only-federation", action="store_true",
+                        help="only the federated vs centralized comparison (results merged into "
+                        "the existing results file)")
+    parser.add_argument("--federation-repeats", type=int, default=3,
+                        help="interleaved repeats of the federated/centralized arms")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--figures", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -408,12 +447,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("load", {**common, "workers": 1}),
         ("probe", {**common, "bootstrap": 20 if quick else 200}),
     ]
-    if not args.skip_federation:
-        plan.append(("federation", {**common, "rounds": 1 if quick else 5}))
+    if args.only_federation:
+        plan = []
     results: dict[str, Any] = {}
+    if args.only_federation and out.is_file():
+        results = json.loads(out.read_text())["results"]
     for name, margs in plan:
         print(f"[speed] {name} ...", flush=True)
         results[name] = {"args": margs, **run_isolated(name, margs, args.threads)}
+    if not args.skip_federation:
+        fargs = {**common, "rounds": 1 if quick else 5,
+                 "repeats": 1 if quick else args.federation_repeats}
+        print("[speed] federation ...", flush=True)
+        results["federation"] = {"args": fargs, **measure_federation(fargs, args.threads)}
     ingest = RESULTS / "ingest.json"
     result = {
         **finish(meta, started, time.perf_counter()),

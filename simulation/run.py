@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,35 @@ class SimulationError(RuntimeError):
     """The simulated federation did not finish."""
 
 
+# A local Ray instance's workers import torch and the ClientApp when they start, i.e. while the
+# server probes round 0, rather than on their first message; no idle default workers are
+# prestarted (the client actors need workers with the run's environment anyway).
+LOCAL_RAY_ENV = {
+    "RAY_preload_python_modules": "torch,client.app",
+    "RAY_enable_worker_prestart": "0",
+}
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` (unless already set there) for the duration of the block."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def backend_config(cfg: FederationConfig, gpus: int) -> dict[str, Any]:
     """Flower's Ray backend settings: a fresh local Ray instance without dashboard (``address
     "local"``, never an instance found on the machine), or the cluster at ``ray-address``."""
@@ -55,7 +85,7 @@ def backend_config(cfg: FederationConfig, gpus: int) -> dict[str, Any]:
     if cfg.run.ray_address:
         init["address"] = cfg.run.ray_address
     else:
-        init.update(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus)
+        init.update(address="local", num_cpus=usable_cpus(), num_gpus=gpus)
     return {
         "client_resources": {"num_cpus": cfg.run.client_cpus,
                              "num_gpus": cfg.run.client_gpus if gpus or cfg.run.ray_address
@@ -98,7 +128,8 @@ def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR,
     logging.getLogger("ray").setLevel(logging.ERROR)
     progress = ProgressGrid if sys.stderr.isatty() else None
     try:
-        with filtered(flwr_logger, *console), Reaper():
+        local_env = {} if cfg.run.ray_address else LOCAL_RAY_ENV
+        with filtered(flwr_logger, *console), Reaper(), environment(local_env):
             run_simulation(server_app=make_app(run_config, progress), client_app=client_app,
                            num_supernodes=cfg.cohort.sites,
                            backend_config=backend_config(cfg, torch.cuda.device_count()))

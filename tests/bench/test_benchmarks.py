@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks import quality, speed
+from benchmarks import quality, scale, speed
 
 
 def _finite(x: Any) -> bool:
@@ -104,3 +104,20 @@ def test_speed_verdicts_compare_against_targets() -> None:
     assert [v[k]["pass"] for k in speed.TARGETS] == [False, True, True, False]
     del results["federation"]
     assert speed.verdicts(results)["federated_vs_centralized_wall_ratio"]["pass"] is None
+
+
+def test_scale_summary_fits_round_time_and_memory_slope() -> None:
+    def arm(rounds: int, sites: int, mib: float) -> dict[str, Any]:
+        per_round = [{"round": r, "wall_s": 0.2 + 0.1 * sites, "sites": sites,
+                      "driver_rss_mib": 500.0, "ray_pss_mib": mib + 0.01 * r}
+                     for r in range(rounds + 1)]
+        return {"rounds": rounds, "per_round": per_round}
+
+    summary = scale.summarize(arm(30, 5, 900.0), [arm(6, 10, 900.0), arm(6, 20, 900.0)])
+    assert summary["memory_slope_mib_per_round"] == pytest.approx(0.01)
+    assert summary["round_s_fit"]["per_site_s"] == pytest.approx(0.1)
+    assert summary["round_time_linear_r2"] == pytest.approx(1.0)
+    assert summary["round_s_median_by_sampled_sites"] == {5: 0.7, 10: 1.2, 20: 2.2}
+    verdicts = scale.verdicts(summary)
+    assert verdicts["memory_slope_mib_per_round"]["pass"] is True
+    assert verdicts["round_time_linear_r2"]["pass"] is True
