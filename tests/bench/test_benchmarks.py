@@ -113,7 +113,7 @@ def test_scale_summary_fits_round_time_and_memory_slope() -> None:
                      for r in range(rounds + 1)]
         return {"rounds": rounds, "per_round": per_round}
 
-    summary = scale.summarize(arm(30, 5, 900.0), [arm(6, 10, 900.0), arm(6, 20, 900.0)])
+    summary = scale.summarize(arm(30, 5, 900.0), [arm(8, 10, 900.0), arm(8, 20, 900.0)])
     assert summary["memory_slope_mib_per_round"] == pytest.approx(0.01)
     assert summary["round_s_fit"]["per_site_s"] == pytest.approx(0.1)
     assert summary["round_time_linear_r2"] == pytest.approx(1.0)

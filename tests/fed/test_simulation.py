@@ -241,3 +241,26 @@ def test_killing_the_driver_leaves_no_process_behind(base: dict[str, Any],
         driver.kill()
         for pid in processes_with(MARK, mark):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_synthetic_cohort_follows_the_federations_node_count(tmp_path: Path) -> None:
+    """Like ``flwr run .`` on Flower's default 2-node federation with ``cohort.sites: 3``."""
+    from flwr.simulation import run_simulation
+
+    from client.app import app as client_app
+    from server.app import make_app
+
+    yaml = tmp_path / "sites.yaml"
+    yaml.write_text(f"cohort:\n  sites: 3\n  records-per-site: 6\n  cache-dir: {tmp_path}/c\n"
+                    "probe:\n  test-fraction: 0.5\n  bootstrap: 10\n")
+    run_dir = tmp_path / "run"
+    run_simulation(server_app=make_app({"config-file": str(yaml), "batch-size": 4,
+                                        "num-server-rounds": 1, "run-dir": str(run_dir)}),
+                   client_app=client_app, num_supernodes=2,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"address": "local", "num_cpus": 2,
+                                                 "include_dashboard": False}})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["run"]["status"] == "finished"
+    assert [c["site"] for c in metrics["rounds"][1]["clients"]] == ["site1", "site2"]
+    assert json.loads((run_dir / "config.json").read_text())["cohort"]["sites"] == 2
