@@ -448,18 +448,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("probe", {**common, "bootstrap": 20 if quick else 200}),
     ]
     if args.only_federation:
-        plan = []
+        return _only_federation(args, common, out, meta, started)
     results: dict[str, Any] = {}
-    if args.only_federation and out.is_file():
-        results = json.loads(out.read_text())["results"]
     for name, margs in plan:
         print(f"[speed] {name} ...", flush=True)
         results[name] = {"args": margs, **run_isolated(name, margs, args.threads)}
     if not args.skip_federation:
-        fargs = {**common, "rounds": 1 if quick else 5,
-                 "repeats": 1 if quick else args.federation_repeats}
-        print("[speed] federation ...", flush=True)
-        results["federation"] = {"args": fargs, **measure_federation(fargs, args.threads)}
+        results["federation"] = _federation_result(args, common)
     ingest = RESULTS / "ingest.json"
     result = {
         **finish(meta, started, time.perf_counter()),
@@ -479,6 +474,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps(result["targets"], indent=2), flush=True)
     print(f"[speed] wrote {out} in {result['wall_seconds']} s", flush=True)
     return result
+
+
+def _federation_result(args: argparse.Namespace, common: dict[str, Any]) -> dict[str, Any]:
+    fargs = {**common, "rounds": 1 if args.quick else 5,
+             "repeats": 1 if args.quick else args.federation_repeats}
+    print("[speed] federation ...", flush=True)
+    return {"args": fargs, **measure_federation(fargs, args.threads)}
+
+
+def _only_federation(args: argparse.Namespace, common: dict[str, Any], out: Path,
+                     meta: dict[str, Any], started: float) -> dict[str, Any]:
+    """Re-measure the federation comparison into an existing results file; the new
+    measurement carries its own date, commit and load (``federation_run``)."""
+    result = json.loads(out.read_text())
+    result["results"]["federation"] = _federation_result(args, common)
+    result["federation_run"] = finish(meta, started, time.perf_counter())
+    result["targets"] = verdicts(result["results"])
+    write_json(out, result)
+    print(json.dumps(result["targets"], indent=2), flush=True)
+    print(f"[speed] wrote {out}", flush=True)
+    return dict(result)
 
 
 if __name__ == "__main__":
