@@ -103,3 +103,26 @@ def test_reaper_finds_and_ends_marked_processes() -> None:
         assert child.wait(5) != 0 and time.monotonic() - start < 5
     finally:
         child.kill()
+
+
+def test_progress_grid_collects_every_reply_and_respects_the_timeout() -> None:
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    from simulation.progress import ProgressGrid
+
+    def reply(to: str) -> SimpleNamespace:
+        return SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=to))
+
+    inner = MagicMock()
+    inner.push_messages.return_value = ["a", "b", "c"]
+    inner.pull_messages.side_effect = [[reply("b")], [], [reply("a"), reply("c")]]
+    grid = ProgressGrid(inner, poll_s=0.0)
+    replies = list(grid.send_and_receive(["m1", "m2", "m3"], timeout=5))  # type: ignore[list-item]
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b", "c"]
+    inner.pull_messages.side_effect = None
+    inner.pull_messages.return_value = []
+    start = time.monotonic()
+    assert list(ProgressGrid(inner, poll_s=0.01).send_and_receive([], timeout=0.2)) == []
+    assert time.monotonic() - start < 2
+    assert grid.get_node_ids() is inner.get_node_ids.return_value
