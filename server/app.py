@@ -101,19 +101,25 @@ class RecordingStrategy(Strategy):
     def __init__(self, inner: Strategy, template: Mapping[str, np.ndarray],
                  on_replies: RepliesHook) -> None:
         self.inner, self.template, self.on_replies = inner, template, on_replies
-        self.sent: list[int] = []  # the nodes asked to train this round
+        self.sent: list[Message] = []  # this round's train messages (ids set when pushed)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
-        self.sent = [m.metadata.dst_node_id for m in messages]
+        self.sent = messages
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ordered = sorted(replies, key=_reply_order)
-        answered = {m.metadata.src_node_id for m in ordered}
-        self.on_replies(server_round, ordered, [n for n in self.sent if n not in answered])
+        # A reply names its node by the message it answers: an error the SuperLink writes for
+        # an unreachable node comes from the SuperLink's own node id.
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in self.sent}
+        answered = {node_of.get(m.metadata.reply_to_message_id, m.metadata.src_node_id)
+                    for m in ordered}
+        silent = [m.metadata.dst_node_id for m in self.sent
+                  if m.metadata.dst_node_id not in answered]
+        self.on_replies(server_round, ordered, silent)
         arrays, metrics = self.inner.aggregate_train(server_round, ordered)
         if arrays is not None:
             fixed = restore_dtypes(_arrays_of(arrays), self.template)

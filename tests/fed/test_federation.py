@@ -157,3 +157,19 @@ def test_failing_site_answers_with_an_error_and_aggregation_continues(
     arrays, _ = strategy.aggregate_train(1, [error_reply, good])
     assert arrays is not None and float(arrays["encoder.w"].numpy()[0]) == 2.0
     assert [m.has_error() for m in log[0]] == [False, True]
+
+
+def test_a_node_the_superlink_reports_unreachable_counts_once(cfg: FederationConfig) -> None:
+    template = {"encoder.w": np.zeros(1, np.float32)}
+    silent: list[list[int]] = []
+    strategy = build_strategy(cfg, template, lambda r, replies, s: silent.append(s))
+    sent = [_reply(template, 1, node) for node in (5, 6)]
+    for k, message in enumerate(sent):
+        message.metadata.__dict__["_message_id"] = f"m{k}"  # as the grid sets it when pushing
+    strategy.sent = sent
+    good = Message(content=_reply({"encoder.w": np.ones(1, np.float32)}, 2, 5).content,
+                   reply_to=sent[0])
+    unreachable = Message(error=Error(code=1, reason="Node Unavailable"), reply_to=sent[1])
+    unreachable.metadata.__dict__["_src_node_id"] = 1  # written by the SuperLink, not node 6
+    strategy.aggregate_train(1, [good, unreachable])
+    assert silent == [[]]  # node 6 answered (with an error): not also "no reply"
