@@ -6,8 +6,8 @@ Imports nothing else of the core but ``aclecg_core.settings``.
 
 import warnings
 
-# wfdb (4.3) calls pandas' deprecated ``set_index(inplace=True)`` when it is imported; the
-# warning is about wfdb's code, not ours, and would be printed once per process (every
-# simulated site). Silenced here, before any module of this package imports wfdb.
-warnings.filterwarnings("ignore", message=r"The inplace keyword in DataFrame\.set_index",
+# wfdb (4.3) calls pandas' deprecated ``inplace=True`` (``set_index`` on import, ``drop`` when
+# reading multi-segment records): warnings about wfdb's code, not ours, printed once per process
+# (every simulated site). Silenced here, before any module of this package imports wfdb.
+warnings.filterwarnings("ignore", message=r"The inplace keyword in DataFrame\.",
                         category=DeprecationWarning, module=r"wfdb(\.|$)")
