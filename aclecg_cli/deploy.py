@@ -84,6 +84,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--min-records", type=int, default=8,
                    help="refuse to start with fewer usable records than this")
     p.add_argument("--skip-check", action="store_true", help="skip the data pre-flight check")
+    p.add_argument("--require-secure-aggregation", action="store_true",
+                   help="train only in runs with secure aggregation (refuse plain rounds)")
     p.set_defaults(func=_supernode)
 
     p = sub.add_parser("submit", help="submit a federated run; prints the run id")
@@ -192,8 +194,10 @@ def _supernode(args: argparse.Namespace) -> int:
         problem = site_preflight(data_dir, args.layout, args.min_records)
         if problem:
             return _fail(f"site '{args.site}' cannot serve: {problem}")
-    node_config: dict[str, str | int] = {"site": args.site, "data-dir": str(data_dir),
-                                         "layout": args.layout}
+    node_config: dict[str, str | int | bool] = {"site": args.site, "data-dir": str(data_dir),
+                                                "layout": args.layout}
+    if args.require_secure_aggregation:
+        node_config["require-secure-aggregation"] = True
     index = args.site_index if args.site_index is not None else _trailing_number(args.site)
     if index is not None:
         node_config["site-index"] = index

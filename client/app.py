@@ -28,6 +28,7 @@ from aclecg_core.data.cohort import Cohort
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.sites import count_classes, simulated_site, site_data_dir
 from aclecg_core.fed.training import set_threads, train_site
+from client.secagg import secure_aggregation_mod
 
 CONFIG_KEY = "aclecg-config"
 OFFSET_KEY = "round-offset"
@@ -70,7 +71,7 @@ def site_cohort(cfg: FederationConfig, context: Context) -> Cohort:
     return _COHORTS[key]
 
 
-@app.train()
+@app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     """One round of local pretraining."""
     site = site_index(context)

@@ -42,6 +42,7 @@ from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
 from aclecg_core.fed.training import initial_model
 from server.dp import DpSettings, wrap_with_dp
+from server.secagg import SecureAggregationGrid
 
 APP_DIR = Path(__file__).resolve().parents[1]
 CONFIG_KEY = "aclecg-config"
@@ -183,9 +184,10 @@ class RoundRecorder:
 
     def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:
         self.clients, self.failures, sites = [], [], []
+        secure = self.cfg.run.secure_aggregation  # replies carry the aggregate, not their own
         self.exchange = RoundExchange(
             asked=sorted(f"node-{n}" for n in [m.metadata.src_node_id for m in replies] + silent),
-            sent_sha256=self.next_sent)
+            sent_sha256=self.next_sent, secure_aggregation=secure)
         for msg in replies:
             if msg.has_error():
                 self.failures.append(failure_entry(msg))
@@ -195,7 +197,8 @@ class RoundRecorder:
                 sites.append(info)
                 self.exchange.answered.append({
                     "site": client["site"], "node": msg.metadata.src_node_id,
-                    "arrays_sha256": array_digest(_arrays_of(msg.content.array_records["arrays"]))})
+                    "arrays_sha256": None if secure else array_digest(
+                        _arrays_of(msg.content.array_records["arrays"]))})
         self.failures += [{"site": f"node-{n}", "error": "no reply within round-timeout "
                            f"({self.cfg.run.round_timeout:g} s)"} for n in silent]
         self.exchange.failed = list(self.failures)
@@ -271,7 +274,7 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
             strategy = build_strategy(cfg, global_template, recorder.on_replies)
             initial = select_keys(state, cfg.run.aggregate)
             strategy.start(
-                grid=grid,
+                grid=SecureAggregationGrid(grid, cfg.run) if cfg.run.secure_aggregation else grid,
                 initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
                 num_rounds=remaining,
                 timeout=cfg.run.round_timeout,

@@ -74,6 +74,11 @@ class RunSettings:
     dp_target_quantile: float = 0.5
     dp_clip_norm_lr: float = 0.2
     dp_clipped_count_stddev: float = 0.0
+    secure_aggregation: bool = False
+    secagg_shares: float = 1.0
+    secagg_threshold: float = 0.67
+    secagg_clipping_range: float = 8.0
+    secagg_max_weight: float = 10000.0
     share_site_stats: bool = False
     fraction_train: float = 1.0
     min_sites: int = 2
@@ -109,6 +114,10 @@ class RunSettings:
         "dp_target_quantile": ((lambda v: 0 <= v <= 1), "in [0, 1]"),
         "dp_clip_norm_lr": (_positive, "> 0"),
         "dp_clipped_count_stddev": (_non_negative, ">= 0 (0: sampled sites / 20)"),
+        "secagg_shares": ((lambda v: 0 < v <= 1), "in (0, 1]"),
+        "secagg_threshold": ((lambda v: 0 < v <= 1), "in (0, 1]"),
+        "secagg_clipping_range": (_positive, "> 0"),
+        "secagg_max_weight": (_positive, "> 0"),
         "fraction_train": ((lambda v: 0 < v <= 1), "in (0, 1]"),
         "min_sites": (_positive, "> 0"),
         "round_timeout": (_positive, "> 0"),
@@ -327,6 +336,13 @@ def load_config(run_config: Mapping[str, Any], base_dir: Path,
     if run.method == "clocs" and run.views != "auto":
         raise ConfigError("run config: key 'views' must be 'auto' with method 'clocs' "
                           "(CLOCS contrasts adjacent segments, it uses no augmentation)")
+    if run.secure_aggregation and run.dp != "off":
+        raise ConfigError(f"run config: secure-aggregation cannot be combined with dp='{run.dp}': "
+                          "server-side clipping needs each site's update, which secure "
+                          "aggregation hides from the server")
+    if run.secure_aggregation and run.min_sites < 2:
+        raise ConfigError("run config: secure-aggregation needs min-sites >= 2 (the sum of "
+                          "one site's update is that update)")
     base = Path(base_dir).resolve()
     yaml_path = Path(run.config_file).expanduser()
     yaml_path = yaml_path if yaml_path.is_absolute() else base / yaml_path

@@ -308,10 +308,16 @@ def _privacy_section(flat: dict[str, Any] | None, audit_trail: str | None) -> Se
     stats = ("the record counts, sampling rates and per-class record counts in the sites table "
              "(share-site-stats on; counts below 5 sent as <5)" if shared else
              "no record counts, sampling rates or label counts (share-site-stats off)")
+    secure = flat is not None and _config_value(flat, "secure-aggregation") is True
+    weights = ("the locally trained model weights after each round, masked by secure "
+               "aggregation (SecAgg+): the server learned only their weighted mean, no single "
+               "site's weights" if secure else
+               "the locally trained model weights after each round (secure aggregation off: the "
+               "server saw each site's weights)")
     blocks: list[str | Table | Image | Tiles | Link] = [
-        "What left the sites: the locally trained model weights after each round, per-round "
-        f"training metrics (loss, number of examples, time, throughput) and {stats}. No ECG "
-        "signal, record identifier or patient metadata left a site.",
+        f"What left the sites: {weights}; per-round training metrics (loss, number of examples, "
+        f"time, throughput) and {stats}. No ECG signal, record identifier or patient metadata "
+        "left a site.",
         dp_statement(flat),
     ]
     if audit_trail:

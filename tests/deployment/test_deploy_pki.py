@@ -189,3 +189,16 @@ def test_supernode_preflight_refuses_unusable_data(tmp_path: Path,
     assert cli([*base, "--data-dir", str(broken), "--layout", "wfdb"]) == 1
     err = capsys.readouterr().err
     assert "cannot serve" in err and "r1" in err
+
+
+def test_supernode_can_require_secure_aggregation(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    key = pki.make_site_key(tmp_path, "site1").private
+    pki.make_ca(tmp_path / "pki")
+    launched: list[list[str]] = []
+    monkeypatch.setattr(deploy_cli, "_exec", lambda cmd, env: launched.append(cmd) or 0)
+    assert cli(["deploy", "supernode", "--site", "site1", "--key", str(key), "--ca-cert",
+                str(tmp_path / "pki" / "ca.crt"), "--data-dir", str(tmp_path), "--skip-check",
+                "--require-secure-aggregation"]) == 0
+    (cmd,) = launched
+    assert "require-secure-aggregation=true" in cmd[cmd.index("--node-config") + 1]

@@ -100,6 +100,18 @@ def test_min_sites_cannot_exceed_sites(tmp_path: Path) -> None:
         load_config({"config-file": path, "min-sites": 3}, ROOT)
 
 
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"dp": "fixed"}, "cannot be combined with dp='fixed'"),
+    ({"min-sites": 1}, "needs min-sites >= 2"),
+    ({"secagg-threshold": 0.0}, "'secagg-threshold' must be in (0, 1]"),
+])
+def test_secure_aggregation_settings_are_checked(settings: dict[str, object],
+                                                 expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config({"secure-aggregation": True, **settings}, ROOT)
+    assert expected in str(err.value)
+
+
 def test_overrides_parse_as_toml_scalars() -> None:
     assert parse_overrides(["num-server-rounds=5", "lr=1e-4", "resume=true",
                             "strategy=fedprox", 'run-dir="runs/x"']) == {

@@ -24,6 +24,7 @@ from aclecg_core.fed.audit import verify_run
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.method.checkpoint import REQUIRED_KEYS, load_checkpoint, load_encoder
+from server.secagg import quantization_range
 from simulation.reaper import processes_with
 from simulation.run import PROJECT_DIR, simulate
 
@@ -264,3 +265,23 @@ def test_the_synthetic_cohort_follows_the_federations_node_count(tmp_path: Path)
     assert metrics["run"]["status"] == "finished"
     assert [c["site"] for c in metrics["rounds"][1]["clients"]] == ["site1", "site2"]
     assert json.loads((run_dir / "config.json").read_text())["cohort"]["sites"] == 2
+
+
+def test_secure_aggregation_ends_with_the_fedavg_model(base: dict[str, Any], full_run: Path,
+                                                      tmp_path: Path) -> None:
+    """Same seed and settings, SecAgg+ on: round 1 ends where plain FedAvg's round 1 did, up
+    to SecAgg+'s quantisation (stochastic rounding: under one step of 2 x clipping range /
+    levels per site, scaled by secagg-max-weight / the summed num-examples)."""
+    run_dir = simulate({**base, "num-server-rounds": 1, "secure-aggregation": True,
+                        "run-dir": str(tmp_path / "secagg")})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    clients = metrics["rounds"][1]["clients"]
+    assert sorted(c["site"] for c in clients) == ["site1", "site2"]
+    examples = sum(c["num-examples"] for c in clients)
+    step = 2 * 8.0 / quantization_range(2) * 10000.0 / examples
+    secure, _ = load_checkpoint(run_dir / "checkpoints" / "final")
+    plain, _ = load_checkpoint(full_run / "checkpoints" / "round-0001")
+    assert secure.keys() == plain.keys()
+    deviation = max(float((secure[k].double() - plain[k].double()).abs().max()) for k in plain)
+    assert deviation <= 3 * step + 1e-6, (deviation, step)
+    assert verify_run(run_dir).verified

@@ -277,3 +277,9 @@ def test_suppressed_counts_and_the_audit_trail_link(tmp_path: Path) -> None:
     assert "[audit.jsonl](audit.jsonl) is the run's audit trail" in md
     assert "<a href='audit.jsonl'>audit.jsonl</a>" in html
     assert "share-site-stats on; counts below 5 sent as <5" in md
+    assert "secure aggregation off: the server saw each site's weights" in md
+    (tmp_path / "secure").mkdir()
+    run_dir = make_run(tmp_path / "secure", config={**CONFIG, "run": {
+        **CONFIG["run"], "secure-aggregation": True}})
+    md_path, _ = write_report(run_dir)
+    assert "the server learned only their weighted mean" in md_path.read_text()
