@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from typing import cast
+from uuid import uuid4
 
 from flwr.app import (
     Array,
@@ -137,6 +138,9 @@ class SecureAggregationGrid(Grid):
     def _secure_round(self, messages: list[Message]) -> list[Message]:
         """One training round as SecAgg+; a reply per site that completed it (the aggregate
         and its metrics) or failed in it (its error). Sites that never answered are absent."""
+        for msg in messages:  # never pushed: give them ids as a grid does, for the replies
+            if not msg.metadata.message_id:
+                msg.metadata.__dict__["_message_id"] = str(uuid4())
         by_node = {m.metadata.dst_node_id: m for m in messages}
         keys = list(messages[0].content.array_records["arrays"].keys())
         relay = _Relay([(GridClientProxy(nid, self.grid, self.run.run_id), _fit_ins(m, keys))
