@@ -27,8 +27,9 @@ class RegionProbeResult:
     """Test AUROC of a linear probe per (region, class); ``None`` where not evaluable.
 
     ``expected`` maps the classes with a known region to it; ``best`` each evaluable class to
-    the region whose features detect it best; ``holds`` each expected class to whether its own
-    region is that best one.
+    the regions whose features detect it best (several when tied); ``holds`` each evaluable
+    expected class to whether its own region is among them; ``positives`` the test records of
+    each class (a handful of positives makes an AUROC of 1.0 easy, so read it with them).
     """
 
     regions: list[str]
@@ -38,8 +39,9 @@ class RegionProbeResult:
     n_train: int
     n_test: int
     expected: dict[str, str] = field(default_factory=dict)
-    best: dict[str, str] = field(default_factory=dict)
+    best: dict[str, list[str]] = field(default_factory=dict)
     holds: dict[str, bool] = field(default_factory=dict)
+    positives: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,15 +91,18 @@ def region_probe(model: AclEcgModel, train: Cohort, test: Cohort, classes: list[
         region_leads={k: list(v) for k, v in model.encoder.regions.lead_names().items()},
         classes=list(classes), auroc=rows, n_train=len(train.records),
         n_test=len(test.records), expected=expected, best=best,
-        holds={c: best[c] == r for c, r in expected.items() if c in best})
+        holds={c: r in best[c] for c, r in expected.items() if c in best},
+        positives={c: int(n) for c, n in zip(classes, test_y.sum(axis=0), strict=True)})
 
 
 def _best_regions(names: list[str], classes: list[str],
-                  rows: list[list[float | None]]) -> dict[str, str]:
-    best: dict[str, str] = {}
+                  rows: list[list[float | None]]) -> dict[str, list[str]]:
+    """Each evaluable class -> the regions with its highest AUROC (ties: all of them)."""
+    best: dict[str, list[str]] = {}
     for c, name in enumerate(classes):
-        scores = [(row[c], region) for row, region in zip(rows, names, strict=True)
-                  if row[c] is not None]
+        scores = {region: v for row, region in zip(rows, names, strict=True)
+                  if (v := row[c]) is not None}
         if scores:
-            best[name] = max(scores, key=lambda s: float(s[0] or 0.0))[1]
+            top = max(scores.values())
+            best[name] = [region for region, v in scores.items() if v == top]
     return best

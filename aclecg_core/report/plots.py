@@ -137,7 +137,7 @@ def plot_round_time(
 def plot_region_heatmap(regions: Sequence[str], classes: Sequence[str],
                         values: Sequence[Sequence[float]], path: Path) -> Path:
     """Region × class heat map of a score (``values[r][c]``, nan: blank), each value printed
-    and each class's best region framed."""
+    and each class's best region(s) framed."""
     grid = np.asarray(values, dtype=float)
     fig, (ax,) = _figure(max(2.4, 0.5 * len(regions) + 1.4))
     image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlBu_r", vmin=0.5, vmax=1.0,
@@ -150,9 +150,9 @@ def plot_region_heatmap(regions: Sequence[str], classes: Sequence[str],
         for r in range(grid.shape[0]):
             if not np.isnan(column[r]):
                 ax.text(c, r, f"{column[r]:.2f}", ha="center", va="center", fontsize=7.5)
-        best = int(np.nanargmax(column))
-        ax.add_patch(Rectangle((c - 0.5, best - 0.5), 1, 1, fill=False, edgecolor="#111",
-                               linewidth=1.8))
+        for best in np.flatnonzero(column == np.nanmax(column)):
+            ax.add_patch(Rectangle((c - 0.5, best - 0.5), 1, 1, fill=False, edgecolor="#111",
+                                   linewidth=1.8))
     ax.set_xticks(range(len(classes)), list(classes), rotation=45, ha="right", fontsize=8.5)
     ax.set_yticks(range(len(regions)), list(regions), fontsize=8.5)
     ax.grid(False)

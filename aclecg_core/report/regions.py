@@ -16,6 +16,7 @@ from aclecg_core.report.runlog import ReportError, _Reader
 
 REGIONS_FILE = "regions.json"
 PLOT_NAME = "region-auroc.png"
+FEW_POSITIVES = 5  # below this many positive test records a class's AUROC is weak evidence
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,9 @@ class RegionEvidence:
     classes: list[str]
     auroc: list[list[float]]
     expected: dict[str, str]
-    best: dict[str, str]
+    best: dict[str, list[str]]
     holds: dict[str, bool]
+    positives: dict[str, int]
     n_test: int | None
 
 
@@ -51,13 +53,16 @@ def load_region_evidence(run_dir: Path) -> RegionEvidence | None:
         raise r.fail("auroc", f"expected {len(regions)} rows of {len(classes)} values")
     auroc = [[_score(r, v) for v in row] for row in rows]
     leads = r.obj(d.get("region_leads") or {}, "region_leads")
+    best = r.obj(d.get("best") or {}, "best")
+    positives = r.obj(d.get("positives") or {}, "positives")
     return RegionEvidence(
         round=r.count(d, "round", "top level"), regions=regions,
         region_leads={str(k): [str(x) for x in v] for k, v in leads.items()},
         classes=classes, auroc=auroc,
         expected={str(k): str(v) for k, v in r.obj(d.get("expected") or {}, "expected").items()},
-        best={str(k): str(v) for k, v in r.obj(d.get("best") or {}, "best").items()},
+        best={str(k): [str(x) for x in r.items(best, k, "best")] for k in best},
         holds={str(k): bool(v) for k, v in r.obj(d.get("holds") or {}, "holds").items()},
+        positives={str(k): r.count(positives, k, "positives") or 0 for k in positives},
         n_test=r.count(d, "n_test", "top level"))
 
 
@@ -77,7 +82,8 @@ def reading(e: RegionEvidence) -> str:
     """One line: the region that detects each class best, and where regions differ most."""
     if not e.best:
         return "No class was evaluable on the test split, so no region can be compared."
-    parts = [f"{c} {e.best[c]} ({_value(e, e.best[c], c):.2f})" for c in e.classes if c in e.best]
+    parts = [f"{c} {'/'.join(e.best[c])} ({_value(e, e.best[c][0], c):.2f})"
+             for c in e.classes if c in e.best]
     spread = {c: max(v for v in col if not math.isnan(v)) - min(v for v in col
                                                                  if not math.isnan(v))
               for c, col in ((c, [row[i] for row in e.auroc]) for i, c in enumerate(e.classes))
@@ -95,12 +101,14 @@ def expectation(e: RegionEvidence) -> str:
                 "infarct is detected best from its own leads.")
     checks, missing = [], []
     for cls, region in e.expected.items():
+        others = [b for b in e.best.get(cls, []) if b != region]
         if cls not in e.holds:
             missing.append(cls)
         elif e.holds[cls]:
-            checks.append(f"{cls} from {region} ✓")
+            checks.append(f"{cls} from {region} ✓" + (f" (tied with {', '.join(others)})"
+                                                       if others else ""))
         else:
-            checks.append(f"{cls} from {e.best[cls]} instead of {region} ✗")
+            checks.append(f"{cls} from {'/'.join(others)} instead of {region} ✗")
     held = sum(e.holds.values())
     verdict = ("holds" if held == len(e.holds) and not missing and held else
                "does not hold" if not held else "holds only in part")
@@ -108,6 +116,10 @@ def expectation(e: RegionEvidence) -> str:
             f"this run ({held} of {len(e.expected)}: {', '.join(checks) or 'none evaluable'}).")
     if missing:
         text += f" Not evaluable on the test split: {', '.join(missing)}."
+    few = [f"{c} {e.positives[c]}" for c in e.holds if e.positives.get(c, 0) < FEW_POSITIVES]
+    if few:
+        text += (f" Weak evidence: few positive test records ({', '.join(few)}), where an "
+                 "AUROC of 1.00 comes easily.")
     return text
 
 
@@ -121,7 +133,7 @@ def region_section(e: RegionEvidence | None, plots_dir: Path) -> Section | None:
     return Section("Per-region evidence", [
         f"A linear probe of the final encoder{after} on each anatomical region's features "
         f"alone ({leads}), test AUROC per class on {e.n_test} test records; framed: the best "
-        "region of each class, blank: not evaluable.",
+        "region(s) of each class, blank: not evaluable.",
         Image(path, "Region × class AUROC of the final encoder"),
         f"Reading: {reading(e)}",
         expectation(e),

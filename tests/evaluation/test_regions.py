@@ -57,7 +57,8 @@ def test_each_constructed_infarct_is_found_in_its_own_region() -> None:
     assert result.holds == dict.fromkeys(MI_LEADS, True)
     assert len(result.auroc) == 4 and all(len(row) == len(CLASSES) for row in result.auroc)
     assert all(row[CLASSES.index("AF")] is None for row in result.auroc)  # no AF: not evaluable
-    assert "AF" not in result.best and result.to_dict()["n_test"] == 40
+    assert "AF" not in result.best and result.positives["AF"] == 0
+    assert result.positives["MI-INF"] == 8 and result.to_dict()["n_test"] == 40
 
 
 @pytest.mark.slow

@@ -24,9 +24,10 @@ def regions_json(holds: bool = True) -> dict[str, Any]:
                              "anterior": ["V3", "V4"], "lateral": ["V5", "V6"]},
             "classes": CLASSES, "auroc": auroc, "n_train": 70, "n_test": 30,
             "expected": {"MI-INF": "inferior", "MI-SEP": "septal"},
-            "best": {"NSR": "lateral", "MI-INF": "inferior",
-                     "MI-SEP": "septal" if holds else "anterior"},
-            "holds": {"MI-INF": True, "MI-SEP": holds}}
+            "best": {"NSR": ["lateral"], "MI-INF": ["inferior"],
+                     "MI-SEP": ["septal" if holds else "anterior"]},
+            "holds": {"MI-INF": True, "MI-SEP": holds},
+            "positives": {"NSR": 12, "MI-INF": 6, "MI-SEP": 5, "AF": 0}}
 
 
 def run_folder(tmp_path: Path, regions: dict[str, Any] | None) -> Path:
@@ -45,7 +46,7 @@ def test_report_shows_the_region_panel(tmp_path: Path) -> None:
     assert "## Per-region evidence" in text and "region-auroc.png" in text
     assert (tmp_path / "plots" / "region-auroc.png").read_bytes()[:4] == b"\x89PNG"
     assert "MI-INF inferior (0.95)" in text and "MI-SEP septal (0.91)" in text
-    assert "holds for this run (2 of 2" in text
+    assert "holds for this run (2 of 2" in text and "Weak evidence" not in text
     assert "Per-region evidence" in html.read_text()
 
 
@@ -55,6 +56,16 @@ def test_the_statement_says_when_a_region_expectation_fails(tmp_path: Path) -> N
     assert "holds only in part" in expectation(evidence)
     assert "MI-SEP from anterior instead of septal ✗" in expectation(evidence)
     assert "the regions differ most for MI-INF (AUROC range 0.37)" in reading(evidence)
+    tied = regions_json()
+    tied["auroc"][2][2] = 0.91  # anterior ties with septal for MI-SEP, which has 2 positives
+    tied.update(best={**tied["best"], "MI-SEP": ["septal", "anterior"]},
+                positives={**tied["positives"], "MI-SEP": 2})
+    (tmp_path / "regions.json").write_text(json.dumps(tied))
+    evidence = load_region_evidence(tmp_path)
+    assert evidence is not None and "holds for this run" in expectation(evidence)
+    assert "MI-SEP from septal ✓ (tied with anterior)" in expectation(evidence)
+    assert "Weak evidence: few positive test records (MI-SEP 2)" in expectation(evidence)
+    assert "MI-SEP septal/anterior (0.91)" in reading(evidence)
     no_regional = {**regions_json(), "expected": {}, "holds": {}}
     (tmp_path / "regions.json").write_text(json.dumps(no_regional))
     evidence = load_region_evidence(tmp_path)
