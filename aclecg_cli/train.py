@@ -173,26 +173,12 @@ def run_probe(args: argparse.Namespace) -> int:
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"))
     classes = _classes(args.classes, cohort)
-    train, test = _probe_split(args.split, cohort, args.seed)
-    result = probe_cohorts(model, train, test, classes, pick_device(args.device), args.seed)
+    train, val, test = _split(args.split, cohort, args.seed)
+    result = probe_cohorts(model, train, val, test, classes, pick_device(args.device), args.seed)
     _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
             "classes": classes, "metrics": result.to_dict()}, args.json,
            f"probe {args.checkpoint}")
     return 0
-
-
-def _probe_split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any]:
-    """(train, test); a linear probe needs no validation part (PTB-XL fold 9 is left out)."""
-    from aclecg_core.evaluation.probe import patient_split, ptbxl_split, site_split
-
-    if spec == "ptbxl":
-        train, _, test = ptbxl_split(cohort)
-        return train, test
-    if spec.startswith("site:"):
-        return site_split(cohort, spec[5:])
-    if spec == "patient":
-        return patient_split(cohort, 0.2, seed)
-    raise ValueError(f"unknown split {spec!r}: use ptbxl, site:NAME or patient")
 
 
 def run_finetune(args: argparse.Namespace) -> int:

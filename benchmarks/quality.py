@@ -6,10 +6,10 @@ Every method uses the same encoder (``tiny`` preset), the same windows (5 s at 1
 per 10 s of record) and the same pretraining budget (samples seen). Sections:
 
 * ``synthetic``: the built-in physics cohort, sites 1–4 for pretraining, site 5 held out.
-  Linear probe trained on the labels of sites 1–4, tested on site 5 (cross-site); fine-tuning on
-  1 / 10 / 100 % of the site 1–4 labels (80 % of their patients; the other 20 % validate), tested
-  on site 5. Centralized (pooled sites) and federated FedAvg over the cohort's own sites, an IID
-  patient split and a Dirichlet(0.3) label-skewed split.
+  Linear probe and fine-tuning trained on the labels of 80 % of the site 1–4 patients (the other
+  20 % validate: the probe's C, fine-tuning's early stopping), tested on site 5 (cross-site);
+  fine-tuning on 1 / 10 / 100 % of those labels. Centralized (pooled sites) and federated FedAvg
+  over the cohort's own sites, an IID patient split and a Dirichlet(0.3) label-skewed split.
 * ``real``: PTB-XL (../shared/data) folds 1–8 plus every CinC record (unlabeled sites) for
   pretraining; probing and fine-tuning on the superclass task, folds 1–8 train / 9 val / 10 test.
   Centralized and federated over the natural sites (PTB-XL ``site`` 0–3, CinC hospitals).
@@ -127,6 +127,7 @@ class Task:
     corpus: Cohort
     classes: list[str]
     probe_train: Cohort
+    probe_val: Cohort
     probe_test: Cohort
     ft_train: Cohort
     ft_val: Cohort
@@ -138,7 +139,8 @@ def synthetic_task(b: Budget) -> Task:
     corpus = _load([root / f"site{k}" for k in range(1, 5)])
     held = _load([root / "site5"])
     ft_train, ft_val = patient_split(corpus, 0.2, seed=0)
-    return Task("synthetic", corpus, list(SYNTHETIC_CLASSES), corpus, held, ft_train, ft_val, held)
+    return Task("synthetic", corpus, list(SYNTHETIC_CLASSES), ft_train, ft_val, held, ft_train,
+                ft_val, held)
 
 
 def real_task(b: Budget) -> Task:
@@ -150,7 +152,7 @@ def real_task(b: Budget) -> Task:
     keep = (folds <= 8) & np.isin([r.record_id for r in corpus.records],
                                   [r.record_id for r in train.records + cinc.records])
     corpus = corpus.select_records(keep)
-    return Task("real", corpus, list(PTBXL_SUPERCLASSES), train, test, train, val, test)
+    return Task("real", corpus, list(PTBXL_SUPERCLASSES), train, val, test, train, val, test)
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -221,8 +223,8 @@ def _metrics(result: Any) -> dict[str, Any]:
 def evaluate_encoder(b: Budget, task: Task, model: AclEcgModel, seed: int, device: str,
                      fractions: tuple[float, ...]) -> dict[str, Any]:
     """Linear probe, then fine-tuning of a copy of the encoder on each label fraction."""
-    probe = probe_cohorts(model, task.probe_train, task.probe_test, task.classes, device=device,
-                          seed=seed, n_bootstrap=b.bootstrap)
+    probe = probe_cohorts(model, task.probe_train, task.probe_val, task.probe_test, task.classes,
+                          device=device, seed=seed, n_bootstrap=b.bootstrap)
     out: dict[str, Any] = {"probe": {**_metrics(probe), "n_train": probe.n_train}}
     ft_cfg = FinetuneConfig(epochs=b.finetune_epochs, batch_size=b.batch_size, lr=b.lr,
                             patience=b.patience, seed=seed, n_bootstrap=b.bootstrap)

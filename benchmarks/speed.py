@@ -214,13 +214,13 @@ def measure_centralized_arm(args: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     sites = [simulated_site(cfg, k, cfg.cohort.sites) for k in range(cfg.cohort.sites)]
     pooled = _concat(sites)
-    train, test, classes = probe_data(cfg)
+    train, val, test, classes = probe_data(cfg)
     model = initial_model(cfg)
-    probe_cohorts(model, train, test, classes, seed=0, n_bootstrap=cfg.probe.bootstrap)
+    probe_cohorts(model, train, val, test, classes, seed=0, n_bootstrap=cfg.probe.bootstrap)
     pcfg = PretrainConfig(method=cfg.run.method, epochs=args["rounds"],
                           batch_size=cfg.run.batch_size, lr=cfg.run.lr, seed=cfg.run.seed)
     pretrain(model, pooled, pcfg, device=pick_device(args["device"]))
-    probe_cohorts(model, train, test, classes, seed=0, n_bootstrap=cfg.probe.bootstrap)
+    probe_cohorts(model, train, val, test, classes, seed=0, n_bootstrap=cfg.probe.bootstrap)
     return {"wall_s": time.perf_counter() - start, "load_average": load,
             "sites": cfg.cohort.sites, "records": sum(len(s.records) for s in sites),
             "windows": len(pooled)}
@@ -283,22 +283,23 @@ def measure_load(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_probe(args: dict[str, Any]) -> dict[str, Any]:
-    """The server's probe: features of PTB-XL folds 1–8 and 10, logistic regression, bootstrap."""
+    """The server's probe: features of PTB-XL folds 1–8, 9 and 10, logistic regressions over the C
+    grid (chosen on fold 9), bootstrap."""
     from aclecg_core.data.labels import PTBXL_SUPERCLASSES
     from aclecg_core.data.loading import load_cohort
     from aclecg_core.evaluation.probe import extract_features, probe_cohorts, ptbxl_split
 
     cohort = load_cohort([DATA / "ptbxl"], layout="ptbxl", cache_dir=CACHE / "cohorts",
                          workers=1)
-    train, _, test = ptbxl_split(cohort)
+    train, val, test = ptbxl_split(cohort)
     device = pick_device(args["device"])
     model = build_model(EncoderConfig(size=args["encoder"]), seed=0)
     start = time.perf_counter()
-    extract_features(model, train, device)
-    extract_features(model, test, device)
+    for part in (train, val, test):
+        extract_features(model, part, device)
     features = time.perf_counter() - start
     start = time.perf_counter()
-    probe_cohorts(model, train, test, list(PTBXL_SUPERCLASSES), device=device,
+    probe_cohorts(model, train, val, test, list(PTBXL_SUPERCLASSES), device=device,
                   n_bootstrap=args["bootstrap"])
     total = time.perf_counter() - start
     return {"train_records": len(train.records), "test_records": len(test.records),

@@ -224,8 +224,8 @@ class RoundRecorder:
 
             model = initial_model(self.cfg)
             model.load_state_dict(to_torch(state))
-            train, test, classes = self.probe_sets
-            probe = probe_cohorts(model, train, test, classes, seed=self.cfg.run.seed,
+            train, val, test, classes = self.probe_sets
+            probe = probe_cohorts(model, train, val, test, classes, seed=self.cfg.run.seed,
                                   n_bootstrap=self.cfg.probe.bootstrap).to_dict()
         wall = time.perf_counter() - self.mark
         self.folder.finish_round(global_round, state, wall, self.clients, self.failures, probe,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.evaluation.metrics import EvalResult, evaluable, evaluate
-from aclecg_core.evaluation.probe import aggregate_by_record, record_labels
+from aclecg_core.evaluation.probe import aggregate_by_record, label_fraction_mask, record_labels
 from aclecg_core.method.device import autocast, pick_device
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.settings import reject_unknown_keys
@@ -73,38 +73,10 @@ class FinetuneResult:
 
 def label_fraction_subset(cohort: Cohort, classes: list[str], fraction: float,
                           seed: int = 0) -> Cohort:
-    """A seeded ``fraction`` of the records, stratified on the label combination.
-
-    Each label-combination group contributes ``fraction`` of its records (largest remainders,
-    random ties, so the total is ``round(fraction * n)``, at least 1). Then, for every class with
-    positives in ``cohort`` but none chosen, one random positive record is added.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-    n = len(cohort.records)
-    if fraction == 1 or n == 0:
-        return cohort
-    y = record_labels(cohort, classes)
-    rng = np.random.default_rng(seed)
-    _, group = np.unique(y, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    sizes = np.bincount(group)
-    quota = fraction * sizes
-    take = np.floor(quota).astype(int)
-    remaining = max(1, round(fraction * n)) - take.sum()
-    if remaining > 0:
-        tie_break = rng.random(len(sizes))
-        order = np.lexsort((tie_break, -(quota - take)))
-        take[order[:remaining]] += 1
-    keep = np.zeros(n, dtype=bool)
-    for g, k in enumerate(take):
-        members = np.flatnonzero(group == g)
-        keep[rng.choice(members, k, replace=False)] = True
-    for c in range(len(classes)):
-        positives = np.flatnonzero(y[:, c] == 1)
-        if len(positives) and not keep[positives].any():
-            keep[rng.choice(positives)] = True
-    return cohort.select_records(keep)
+    """A seeded ``fraction`` of the records, stratified on the label combination
+    (:func:`~aclecg_core.evaluation.probe.label_fraction_mask`); ``cohort`` itself at 1."""
+    keep = label_fraction_mask(record_labels(cohort, classes), fraction, seed)
+    return cohort if keep.all() else cohort.select_records(keep)
 
 
 class _Classifier(nn.Module):

@@ -164,14 +164,17 @@ class ProbeSettings:
     """YAML section ``probe``: the server-held labeled data of the centralized linear probe.
 
     ``synthetic-holdout``: an extra labeled synthetic site, split patient-disjoint;
-    ``ptbxl``: a PTB-XL folder, folds 1–8 train / 10 test; ``cinc``: a CinC folder, split
-    patient-disjoint. ``classes`` empty: the source's default classes.
+    ``ptbxl``: a PTB-XL folder, folds 1–8 train / 9 validation / 10 test; ``cinc``: a CinC
+    folder, split patient-disjoint. Patient-disjoint splits hold out ``test_fraction`` of the
+    patients for the test part, then ``val_fraction`` of the rest for the validation part
+    (where the probe chooses its regularisation). ``classes`` empty: the source's default.
     """
 
     source: str = "synthetic-holdout"
     path: str = ""
     layout: str = "auto"
     test_fraction: float = 0.3
+    val_fraction: float = 0.2
     classes: list[str] = field(default_factory=list)
     bootstrap: int = 200
 
@@ -179,6 +182,7 @@ class ProbeSettings:
         "source": _one_of(*PROBE_SOURCES),
         "layout": _one_of("auto", "ptbxl", "cinc", "wfdb"),
         "test_fraction": ((lambda v: 0 < v < 1), "in (0, 1)"),
+        "val_fraction": ((lambda v: 0 < v < 1), "in (0, 1)"),
         "bootstrap": (_non_negative, ">= 0"),
     }
 

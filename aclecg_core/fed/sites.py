@@ -109,31 +109,44 @@ def _frequent_labels(cohort: Cohort, min_records: int = 10, top: int = 10) -> li
     return [lab for _, lab in reversed(ranked)][:top]
 
 
-def probe_data(cfg: FederationConfig) -> tuple[Cohort, Cohort, list[str]]:
-    """(probe-train, probe-test, classes) of the server's centralized linear probe."""
-    from aclecg_core.evaluation.probe import patient_split, ptbxl_split
+def probe_data(cfg: FederationConfig) -> tuple[Cohort, Cohort, Cohort, list[str]]:
+    """(probe-train, probe-validation, probe-test, classes) of the server's centralized linear
+    probe; the validation part is where the probe chooses its regularisation."""
+    from aclecg_core.evaluation.probe import (
+        patient_split,
+        ptbxl_split,
+        record_labels,
+        validation_columns,
+    )
 
     p = cfg.probe
 
-    def split(c: Cohort) -> tuple[Cohort, Cohort]:
-        return patient_split(c, p.test_fraction, seed=cfg.run.seed)
+    def split(c: Cohort) -> tuple[Cohort, Cohort, Cohort]:
+        rest, test = patient_split(c, p.test_fraction, seed=cfg.run.seed)
+        train, val = patient_split(rest, p.val_fraction, seed=cfg.run.seed)
+        return train, val, test
 
     if p.source == "synthetic-holdout":
         root = ensure_synthetic_cohort(cfg)
         cohort = _load(cfg, [root / f"site{cfg.cohort.sites + 1}"], "auto", workers=None)
-        train, test = split(cohort)
+        train, val, test = split(cohort)
         classes = list(p.classes) or list(SYNTHETIC_CLASSES)
     elif p.source == "ptbxl":
         cohort = _load(cfg, [cfg.path(p.path)], "ptbxl", workers=None)
-        train, _, test = ptbxl_split(cohort)
+        train, val, test = ptbxl_split(cohort)
         classes = list(p.classes) or list(PTBXL_SUPERCLASSES)
     else:
         cohort = _load(cfg, [cfg.path(p.path)], p.layout if p.layout != "auto" else "cinc",
                        workers=None)
-        train, test = split(cohort)
+        train, val, test = split(cohort)
         classes = list(p.classes) or _frequent_labels(cohort)
     if not classes:
         raise ValueError(f"probe data {cfg.path(p.path)}: no label with enough records; "
                          "set probe.classes")
-    return train, test, classes
+    try:
+        validation_columns(record_labels(train, classes), record_labels(val, classes))
+    except ValueError as exc:
+        raise ValueError(f"probe data ({p.source}): {exc}; give the probe more labeled records "
+                         "or change probe.val-fraction") from None
+    return train, val, test, classes
 

@@ -99,7 +99,8 @@ def _write_yaml(path: Path, cache: Path) -> None:
     path.write_text(
         "cohort:\n  source: synthetic\n  sites: 2\n  records-per-site: 12\n"
         f"  synthetic-seed: 0\n  cache-dir: '{cache}'\n"
-        "probe:\n  source: synthetic-holdout\n  test-fraction: 0.3\n  bootstrap: 20\n")
+        "probe:\n  source: synthetic-holdout\n  test-fraction: 0.3\n  val-fraction: 0.5\n"
+        "  bootstrap: 20\n")
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,18 @@
-"""Linear probe metrics, record aggregation, feature extraction and evaluation splits."""
+"""Linear probe (C chosen on validation only), record aggregation, feature extraction, splits."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from aclecg_core.data.cohort import Cohort, RecordInfo
+from aclecg_core.data.cohort import Cohort
 from aclecg_core.evaluation.metrics import evaluate
 from aclecg_core.evaluation.probe import (
+    C_GRID,
+    ProbeData,
     aggregate_by_record,
     extract_features,
+    fit_probe,
     linear_probe,
     patient_split,
     probe_cohorts,
@@ -27,27 +30,66 @@ def _labels(n: int, rng: np.random.Generator) -> np.ndarray:
     return y
 
 
+def _data(rng: np.random.Generator, signal: float, sizes: tuple[int, int, int] = (200, 80, 100),
+          noise_dims: int = 5) -> ProbeData:
+    parts = []
+    for n in sizes:
+        y = _labels(n, rng)
+        parts += [np.hstack([y * signal, rng.standard_normal((n, noise_dims))]), y]
+    return ProbeData(*parts)
+
+
 def test_separable_features_give_auroc_near_one() -> None:
-    rng = np.random.default_rng(0)
-    y_train, y_test = _labels(200, rng), _labels(100, rng)
-    x_train = np.hstack([y_train * 3.0, rng.standard_normal((200, 5))])
-    x_test = np.hstack([y_test * 3.0, rng.standard_normal((100, 5))])
-    result = linear_probe(x_train, y_train, x_test, y_test, CLASSES, n_bootstrap=50)
+    data = _data(np.random.default_rng(0), 3.0)
+    result = linear_probe(data, CLASSES, n_bootstrap=50)
     assert result.macro_auroc > 0.99 and result.macro_auprc > 0.95
     assert result.skipped == ["C"] and result.constant == ["C"]
     assert set(result.per_class_auroc) == {"A", "B"}
     assert result.auroc_ci[0] <= result.macro_auroc <= result.auroc_ci[1]
-    assert result.to_dict()["n_train"] == 200
+    d = result.to_dict()
+    assert d["n_train"] == 200 and d["n_val"] == 80 and d["c"] in C_GRID
+    assert [c for c, _ in d["val_curve"]] == sorted(C_GRID)
+    assert d["val_auroc"] == max(v for _, v in d["val_curve"])
 
 
 def test_random_features_give_auroc_near_half_with_interval() -> None:
-    rng = np.random.default_rng(1)
-    y_train, y_test = _labels(300, rng), _labels(300, rng)
-    result = linear_probe(rng.standard_normal((300, 8)), y_train, rng.standard_normal((300, 8)),
-                          y_test, CLASSES, n_bootstrap=100)
+    result = linear_probe(_data(np.random.default_rng(1), 0.0, (300, 100, 300), 8), CLASSES,
+                          n_bootstrap=100)
     assert abs(result.macro_auroc - 0.5) < 0.1
     lo, hi = result.auroc_ci
     assert lo <= result.macro_auroc <= hi and lo < 0.5 < hi + 0.05
+
+
+def test_c_is_chosen_on_validation_only_and_the_test_labels_are_never_read() -> None:
+    rng = np.random.default_rng(2)
+    data = _data(rng, 0.4, (120, 60, 50), noise_dims=40)
+    fit = fit_probe(data)
+    flipped = ProbeData(data.train_x, data.train_y, data.val_x, data.val_y, data.test_x,
+                        1 - data.test_y)
+    again = fit_probe(flipped)
+    assert again.c == fit.c and again.val_curve == fit.val_curve
+    np.testing.assert_array_equal(again.test_scores, fit.test_scores)
+    # the validation labels decide: a validation part whose labels carry the signal picks a
+    # C at least as large as one whose labels are noise
+    noisy_val = ProbeData(data.train_x, data.train_y, data.val_x,
+                          rng.permutation(data.val_y), data.test_x, data.test_y)
+    assert fit_probe(noisy_val).val_curve != fit.val_curve
+    assert fit.c == max(fit.val_curve, key=lambda cv: (round(cv[1], 10), -cv[0]))[0]
+
+
+def test_probe_checks_its_parts() -> None:
+    rng = np.random.default_rng(3)
+    data = _data(rng, 1.0)
+    with pytest.raises(ValueError, match="validation part of the probe is empty"):
+        ProbeData(data.train_x, data.train_y, data.val_x[:0], data.val_y[:0], data.test_x,
+                  data.test_y)
+    with pytest.raises(ValueError, match="differ in feature"):
+        ProbeData(data.train_x, data.train_y, data.val_x[:, :3], data.val_y, data.test_x,
+                  data.test_y)
+    one_class_val = np.zeros_like(data.val_y)
+    with pytest.raises(ValueError, match="cannot choose its regularisation"):
+        fit_probe(ProbeData(data.train_x, data.train_y, data.val_x, one_class_val,
+                            data.test_x, data.test_y))
 
 
 def test_evaluate_checks_shapes_and_degenerate_sets() -> None:
@@ -65,28 +107,17 @@ def test_aggregate_by_record() -> None:
         aggregate_by_record(feats, np.array([0, 0, 0]), 2)
 
 
-def _cohort(n: int = 20) -> Cohort:
-    rng = np.random.default_rng(0)
-    records = [RecordInfo(f"r{i}", "", "t", f"s{i % 2}", f"p{i // 2}", i % 10 + 1, 100.0,
-                          ("A",) if i % 2 else ("B",)) for i in range(n)]
-    signals = rng.standard_normal((2 * n, 12, 100)).astype(np.float32)
-    signals[np.repeat(np.arange(n), 2) % 2 == 1, :, 40:60] += 3.0  # class A: a bump
-    return Cohort(signals, np.full((2 * n, 3), -1, np.int32), np.repeat(np.arange(n), 2),
-                  records, 100.0, {})
-
-
-def test_extract_features_and_probe_cohorts() -> None:
-    cohort = _cohort()
+def test_extract_features_and_probe_cohorts(tiny_cohort: tuple[Cohort, Cohort, Cohort]) -> None:
+    train, val, cohort = tiny_cohort
     model = build_model(EncoderConfig(size="tiny"), seed=0)
     feats = extract_features(model, cohort, batch_size=7)
     assert feats.shape == (40, model.embed_dim) and feats.dtype == np.float32
-    train, test = site_split(cohort, "s0")[0], cohort
-    result = probe_cohorts(model, train.select_records(np.ones(10, bool)), test, ["A", "B"])
-    assert result.n_train == 10 and result.n_test == 20
+    result = probe_cohorts(model, train, val, cohort, ["A", "B"], n_bootstrap=20)
+    assert result.n_train == 10 and result.n_val == 10 and result.n_test == 20
 
 
-def test_splits() -> None:
-    cohort = _cohort()
+def test_splits(small_cohort: Cohort) -> None:
+    cohort = small_cohort
     train, val, test = ptbxl_split(cohort)
     assert {r.fold for r in val.records} == {9} and {r.fold for r in test.records} == {10}
     assert len(train.records) == 16

@@ -58,6 +58,7 @@ def test_bad_run_config_names_the_key(key: str, value: object, expected: str) ->
     ("cohort:\n  sites: 0\n", "[cohort]: key 'sites' must be > 0"),
     ("cohort:\n  partition: random\n", "[cohort]: key 'partition' must be one of"),
     ("probe:\n  test-fraction: 1\n", "[probe]: key 'test-fraction' must be in (0, 1)"),
+    ("probe:\n  val-fraction: 0\n", "[probe]: key 'val-fraction' must be in (0, 1)"),
     ("probe:\n  clases: [NSR]\n", "[probe]: unknown key(s) ['clases']"),
     ("probe:\n  source: ptbxl\n", "[probe]: key 'path' is required"),
     ("preprocessing:\n  target-fs: -1\n", "[preprocessing]: preprocessing target_fs"),

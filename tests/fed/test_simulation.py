@@ -37,8 +37,8 @@ pytestmark = pytest.mark.slow
 def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("sim")
     yaml = tmp / "sites.yaml"
-    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 6\n  cache-dir: {tmp}/cache\n"
-                    "probe:\n  test-fraction: 0.5\n  bootstrap: 10\n")
+    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 8\n  cache-dir: {tmp}/cache\n"
+                    "probe:\n  test-fraction: 0.5\n  val-fraction: 0.5\n  bootstrap: 10\n")
     return {"config-file": str(yaml), "batch-size": 4, "encoder": "tiny", "seed": 3,
             "num-server-rounds": 2}
 

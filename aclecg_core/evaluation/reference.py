@@ -1,0 +1,135 @@
+"""A probe next to its random-init reference: label-fraction draws and the paired difference.
+
+Every draw fits both probes on the same training subset (C chosen on the validation part for
+each), and the difference is bootstrapped on the same resampled test records for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.evaluation.metrics import PairedDifference, paired_bootstrap
+from aclecg_core.evaluation.probe import (
+    C_GRID,
+    ProbeData,
+    ProbeResult,
+    fit_probe,
+    label_fraction_mask,
+    probe_result,
+    split_features,
+)
+from aclecg_core.method.model import AclEcgModel, build_model
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample standard deviation (0 for one draw), minimum and maximum over draws."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        v = np.asarray(values, dtype=np.float64)
+        return cls(float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                   float(v.min()), float(v.max()))
+
+
+@dataclass
+class FractionProbe:
+    """Linear probes of one encoder on ``len(draws)`` label-fraction subsets of the training
+    part; ``test_scores`` (draws, n_test, C) are kept for paired comparisons, not serialised."""
+
+    fraction: float
+    draws: list[ProbeResult]
+    auroc: Spread
+    auprc: Spread
+    test_scores: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "auroc": asdict(self.auroc),
+                "auprc": asdict(self.auprc), "draws": [d.to_dict() for d in self.draws]}
+
+
+@dataclass
+class ReferenceComparison:
+    """An encoder's probe, the random-init reference's probe on the same subsets and split, and
+    the paired difference (encoder minus reference; means over draws)."""
+
+    encoder: FractionProbe
+    reference: FractionProbe
+    difference: PairedDifference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_dict(), "reference": self.reference.to_dict(),
+                "difference": self.difference.to_dict()}
+
+
+def fraction_masks(train_y: np.ndarray, fraction: float, draws: int, seed: int = 0
+                   ) -> list[np.ndarray]:
+    """The training rows of each draw: :func:`label_fraction_mask` with seeds ``seed + i``;
+    a single draw of every row when ``fraction`` is 1 (further draws would be identical)."""
+    if not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive integer, got {draws!r}")
+    if fraction == 1:
+        return [label_fraction_mask(train_y, 1.0)]
+    return [label_fraction_mask(train_y, fraction, seed + i) for i in range(draws)]
+
+
+def probe_fraction(data: ProbeData, classes: list[str], masks: list[np.ndarray], seed: int = 0,
+                   n_bootstrap: int = 200, c_grid: tuple[float, ...] = C_GRID) -> FractionProbe:
+    """One linear probe per training mask (C chosen on validation for each), scored on test."""
+    results, scores = [], []
+    for mask in masks:
+        subset = data.with_train_rows(mask)
+        fit = fit_probe(subset, c_grid)
+        results.append(probe_result(subset, fit, classes, seed, n_bootstrap))
+        scores.append(fit.test_scores)
+    fraction = float(np.mean([m.mean() for m in masks]))
+    return FractionProbe(fraction=fraction, draws=results,
+                         auroc=Spread.of([r.macro_auroc for r in results]),
+                         auprc=Spread.of([r.macro_auprc for r in results]),
+                         test_scores=np.stack(scores))
+
+
+def compare_with_reference(encoder: ProbeData, reference: ProbeData, classes: list[str],
+                           fraction: float = 1.0, draws: int = 1, seed: int = 0,
+                           n_bootstrap: int = 1000,
+                           c_grid: tuple[float, ...] = C_GRID) -> ReferenceComparison:
+    """Probe ``encoder`` and ``reference`` features of the same records on the same
+    label-fraction draws; the difference with its paired bootstrap 95 % interval."""
+    for part in ("train_y", "val_y", "test_y"):
+        if not np.array_equal(getattr(encoder, part), getattr(reference, part)):
+            raise ValueError(f"encoder and reference probe data differ in {part}: they must "
+                             "hold the same records")
+    masks = fraction_masks(encoder.train_y, fraction, draws, seed)
+    mine = probe_fraction(encoder, classes, masks, seed, n_bootstrap, c_grid)
+    ref = probe_fraction(reference, classes, masks, seed, n_bootstrap, c_grid)
+    mine.fraction = ref.fraction = fraction
+    difference = paired_bootstrap(encoder.test_y, mine.test_scores, ref.test_scores, seed,
+                                  n_bootstrap)
+    return ReferenceComparison(mine, ref, difference)
+
+
+def random_init_like(model: AclEcgModel, seed: int = 0) -> AclEcgModel:
+    """A freshly initialised model with ``model``'s encoder configuration."""
+    return build_model(model.config, seed=seed)
+
+
+def probe_against_random_init(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort,
+                              classes: list[str], fraction: float = 1.0, draws: int = 1,
+                              seed: int = 0, device: str | torch.device = "cpu",
+                              n_bootstrap: int = 1000,
+                              c_grid: tuple[float, ...] = C_GRID) -> ReferenceComparison:
+    """:func:`compare_with_reference` of ``model`` against :func:`random_init_like` it (seeded
+    with ``seed``) on the cohorts' record-level features."""
+    mine = split_features(model, train, val, test, classes, device)
+    ref = split_features(random_init_like(model, seed), train, val, test, classes, device)
+    return compare_with_reference(mine, ref, classes, fraction, draws, seed, n_bootstrap, c_grid)
