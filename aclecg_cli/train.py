@@ -56,6 +56,14 @@ def register(subparsers: Any) -> None:
         if name == "finetune":
             q.add_argument("--fraction", type=float, default=0.1)
             q.add_argument("--epochs", type=int, default=30)
+        else:
+            q.add_argument("--fraction", type=float, default=1.0,
+                           help="share of the training records whose labels the probe uses "
+                                "(seeded draws stratified on the label combination)")
+            q.add_argument("--draws", type=int, default=5,
+                           help="label-fraction draws (seeds SEED..SEED+DRAWS-1); one at 1.0")
+            q.add_argument("--bootstrap", type=int, default=1000,
+                           help="bootstrap replicates of the 95 %% intervals")
         q.set_defaults(func=run_probe if name == "probe" else run_finetune)
 
 
@@ -167,18 +175,84 @@ def _print(result: dict[str, Any], as_json: bool, title: str) -> None:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from aclecg_core.evaluation.probe import probe_cohorts
+    from aclecg_core.evaluation.probe import split_features
+    from aclecg_core.evaluation.reference import (
+        compare_with_reference,
+        probe_fraction,
+        random_init_like,
+    )
     from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"))
     classes = _classes(args.classes, cohort)
     train, val, test = _split(args.split, cohort, args.seed)
-    result = probe_cohorts(model, train, val, test, classes, pick_device(args.device), args.seed)
-    _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
-            "classes": classes, "metrics": result.to_dict()}, args.json,
-           f"probe {args.checkpoint}")
+    device = pick_device(args.device)
+    data = split_features(model, train, val, test, classes, device)
+    out: dict[str, Any] = {
+        "checkpoint": args.checkpoint, "method": meta.get("method"),
+        "encoder_config": model.config.to_dict(), "split": args.split, "classes": classes,
+        "fraction": args.fraction, "seed": args.seed, "n_train": len(train.records),
+        "n_val": len(val.records), "n_test": len(test.records),
+    }
+    if args.checkpoint == RANDOM_CHECKPOINT:  # it is the reference itself
+        probe = probe_fraction(data, classes, args.fraction, args.draws, args.seed,
+                               args.bootstrap)
+        out.update(encoder=probe.to_dict(), reference=None, difference=None)
+    else:
+        reference = split_features(random_init_like(model, args.seed), train, val, test,
+                                   classes, device)
+        out.update(compare_with_reference(data, reference, classes, args.fraction, args.draws,
+                                          args.seed, args.bootstrap).to_dict())
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+    else:
+        _print_probe(out)
     return 0
+
+
+def _print_probe(out: dict[str, Any]) -> None:
+    from aclecg_core.report.fmt import comparison_words, fmt_diff_ci
+
+    enc = out["encoder"]
+    draws = enc["draws"]
+    labels = (f"{out['fraction']:.0%} of the labels: {draws[0]['n_train']} records per draw, "
+              f"{len(draws)} draw{'s' * (len(draws) > 1)}" if out["fraction"] < 1
+              else "all labels")
+    print(f"probe {out['checkpoint']} (method {out['method']}, encoder "
+          f"{out['encoder_config'].get('size')}), split {out['split']}: {out['n_train']} train "
+          f"records ({labels}), {out['n_val']} validation (chooses C), {out['n_test']} test")
+    print(f"  classes: {', '.join(out['classes'])}")
+    rows = [("encoder", enc)] + ([("random init", out["reference"])] if out["reference"] else [])
+    print(f"  {'':<13}{'macro AUROC':<28}{'macro AUPRC':<28}chosen C")
+    for name, probe in rows:
+        cells = [_spread(probe, metric) for metric in ("auroc", "auprc")]
+        cs = ", ".join(f"{d['c']:.2g}" for d in probe["draws"])
+        print(f"  {name:<13}{cells[0]:<28}{cells[1]:<28}{cs}")
+    diff = out["difference"]
+    if diff:
+        print(f"  {'difference':<13}{fmt_diff_ci(diff['auroc_diff'], diff['auroc_diff_ci']):<28}"
+              f"{fmt_diff_ci(diff['auprc_diff'], diff['auprc_diff_ci']):<28}"
+              f"(paired bootstrap 95 %, {diff['n_bootstrap']} replicates)")
+        print(f"  the encoder {comparison_words(diff['auroc_diff_ci'])} its random-init "
+              "reference (macro AUROC)")
+    skipped = draws[0]["skipped"]
+    if skipped:
+        print(f"  skipped (no positives or no negatives in test): {', '.join(skipped)}")
+    if len(draws) == 1:
+        for name, value in draws[0]["per_class_auroc"].items():
+            print(f"  {name:>8}: AUROC {value:.4f}")
+
+
+def _spread(probe: dict[str, Any], metric: str) -> str:
+    """One draw: value [95 % CI]; several: mean ± sd (min–max)."""
+    draws = probe["draws"]
+    if len(draws) == 1:
+        lo, hi = draws[0][f"{metric}_ci"]
+        return f"{draws[0][f'macro_{metric}']:.4f} [{lo:.4f}, {hi:.4f}]"
+    s = probe[metric]
+    return f"{s['mean']:.4f} ± {s['std']:.4f} ({s['min']:.3f}–{s['max']:.3f})"
 
 
 def run_finetune(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
 
+from aclecg_core.evaluation.reference import ReferenceProbe
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
 from aclecg_core.fed.audit import RoundExchange, array_digest
 from aclecg_core.fed.config import FederationConfig, load_config
@@ -41,6 +42,8 @@ from aclecg_core.fed.rounds import (
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
 from aclecg_core.fed.training import initial_model
+from aclecg_core.method.checkpoint import CheckpointError
+from aclecg_core.method.model import AclEcgModel
 from server.dp import DpSettings, wrap_with_dp
 from server.secagg import SecureAggregationGrid
 
@@ -178,7 +181,9 @@ class RoundRecorder:
         self.clients: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.mark = time.perf_counter()
-        self.probe_sets = probe_data(cfg)
+        train, val, test, classes = probe_data(cfg)
+        self.prober = ReferenceProbe(train, val, test, classes, seed=cfg.run.seed,
+                                     n_bootstrap=cfg.probe.bootstrap)
         self.exchange: RoundExchange | None = None
         self.next_sent: str | None = None  # digest of the arrays the next round sends
 
@@ -218,15 +223,7 @@ class RoundRecorder:
             self.next_sent = array_digest(_arrays_of(arrays))
             return None  # resumed: this round was finished before
         state = {**self.template, **_arrays_of(arrays)}
-        probe = None
-        if self.should_probe(global_round):
-            from aclecg_core.evaluation.probe import probe_cohorts
-
-            model = initial_model(self.cfg)
-            model.load_state_dict(to_torch(state))
-            train, val, test, classes = self.probe_sets
-            probe = probe_cohorts(model, train, val, test, classes, seed=self.cfg.run.seed,
-                                  n_bootstrap=self.cfg.probe.bootstrap).to_dict()
+        probe = self._probe(global_round, state) if self.should_probe(global_round) else None
         wall = time.perf_counter() - self.mark
         self.folder.finish_round(global_round, state, wall, self.clients, self.failures, probe,
                                  self.exchange)
@@ -239,10 +236,33 @@ class RoundRecorder:
         return MetricRecord({"macro-auroc": float(probe["macro_auroc"]),
                              "macro-auprc": float(probe["macro_auprc"])})
 
+    def _model(self, state: Mapping[str, np.ndarray]) -> AclEcgModel:
+        model = initial_model(self.cfg)
+        model.load_state_dict(to_torch(dict(state)))
+        return model
+
+    def _probe(self, global_round: int, state: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The probe of this round's encoder (C chosen on the server's validation part); after
+        round 0 with ``vs_round0``: its paired difference from round 0's random-init encoder."""
+        if global_round == 0:
+            return {**self.prober.set_reference(self._model(state)).to_dict(), "vs_round0": None}
+        if self.prober.reference_scores is None:  # resumed: round 0 was probed by an earlier run
+            try:
+                self.prober.set_reference(self._model(self.folder.load_round(0)))
+            except CheckpointError as exc:
+                log(WARNING, "[aclecg] no comparison with round 0: %s", exc)
+        result, difference = self.prober.probe(self._model(state))
+        return {**result.to_dict(),
+                "vs_round0": None if difference is None else difference.to_dict()}
+
     def _log(self, global_round: int, wall: float, probe: dict[str, Any] | None) -> None:
         losses = " ".join(f"{c['site']}={c['loss']:.3f}" for c in self.clients) or "-"
         auroc = "-" if probe is None else f"{probe['macro_auroc']:.3f} " \
-            f"[{probe['auroc_ci'][0]:.3f}, {probe['auroc_ci'][1]:.3f}]"
+            f"[{probe['auroc_ci'][0]:.3f}, {probe['auroc_ci'][1]:.3f}] C={probe['c']:g}"
+        if probe is not None and probe.get("vs_round0"):
+            d = probe["vs_round0"]
+            auroc += f" vs round 0 {d['auroc_diff']:+.3f} " \
+                f"[{d['auroc_diff_ci'][0]:+.3f}, {d['auroc_diff_ci'][1]:+.3f}]"
         log(INFO, "[aclecg] round %d/%d  loss %s  probe AUROC %s  %.1f s", global_round,
             self.total, losses, auroc, wall)
         for f in self.failures:

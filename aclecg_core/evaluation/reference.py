@@ -83,16 +83,17 @@ def fraction_masks(train_y: np.ndarray, fraction: float, draws: int, seed: int =
     return [label_fraction_mask(train_y, fraction, seed + i) for i in range(draws)]
 
 
-def probe_fraction(data: ProbeData, classes: list[str], masks: list[np.ndarray], seed: int = 0,
-                   n_bootstrap: int = 200, c_grid: tuple[float, ...] = C_GRID) -> FractionProbe:
-    """One linear probe per training mask (C chosen on validation for each), scored on test."""
+def probe_fraction(data: ProbeData, classes: list[str], fraction: float = 1.0, draws: int = 1,
+                   seed: int = 0, n_bootstrap: int = 1000,
+                   c_grid: tuple[float, ...] = C_GRID) -> FractionProbe:
+    """One linear probe per draw of :func:`fraction_masks` (C chosen on the validation part for
+    each), scored on the test part."""
     results, scores = [], []
-    for mask in masks:
+    for mask in fraction_masks(data.train_y, fraction, draws, seed):
         subset = data.with_train_rows(mask)
         fit = fit_probe(subset, c_grid)
         results.append(probe_result(subset, fit, classes, seed, n_bootstrap))
         scores.append(fit.test_scores)
-    fraction = float(np.mean([m.mean() for m in masks]))
     return FractionProbe(fraction=fraction, draws=results,
                          auroc=Spread.of([r.macro_auroc for r in results]),
                          auprc=Spread.of([r.macro_auprc for r in results]),
@@ -109,13 +110,44 @@ def compare_with_reference(encoder: ProbeData, reference: ProbeData, classes: li
         if not np.array_equal(getattr(encoder, part), getattr(reference, part)):
             raise ValueError(f"encoder and reference probe data differ in {part}: they must "
                              "hold the same records")
-    masks = fraction_masks(encoder.train_y, fraction, draws, seed)
-    mine = probe_fraction(encoder, classes, masks, seed, n_bootstrap, c_grid)
-    ref = probe_fraction(reference, classes, masks, seed, n_bootstrap, c_grid)
-    mine.fraction = ref.fraction = fraction
+    mine = probe_fraction(encoder, classes, fraction, draws, seed, n_bootstrap, c_grid)
+    ref = probe_fraction(reference, classes, fraction, draws, seed, n_bootstrap, c_grid)
     difference = paired_bootstrap(encoder.test_y, mine.test_scores, ref.test_scores, seed,
                                   n_bootstrap)
     return ReferenceComparison(mine, ref, difference)
+
+
+class ReferenceProbe:
+    """Linear probes of a sequence of encoders on fixed train/validation/test parts (a server's
+    probe after every round), each compared with the reference encoder's probe (round 0's
+    random-init encoder) by a paired bootstrap on the same test records."""
+
+    def __init__(self, train: Cohort, val: Cohort, test: Cohort, classes: list[str],
+                 seed: int = 0, n_bootstrap: int = 200, device: str | torch.device = "cpu",
+                 c_grid: tuple[float, ...] = C_GRID) -> None:
+        self.parts, self.classes = (train, val, test), classes
+        self.seed, self.n_bootstrap, self.device, self.c_grid = seed, n_bootstrap, device, c_grid
+        self.reference_scores: np.ndarray | None = None
+
+    def _fit(self, model: AclEcgModel) -> tuple[ProbeResult, np.ndarray, np.ndarray]:
+        data = split_features(model, *self.parts, self.classes, self.device)
+        fit = fit_probe(data, self.c_grid)
+        result = probe_result(data, fit, self.classes, self.seed, self.n_bootstrap)
+        return result, fit.test_scores, data.test_y
+
+    def set_reference(self, model: AclEcgModel) -> ProbeResult:
+        """Probe the reference encoder and keep its test scores."""
+        result, self.reference_scores, _ = self._fit(model)
+        return result
+
+    def probe(self, model: AclEcgModel) -> tuple[ProbeResult, PairedDifference | None]:
+        """Probe ``model``; its difference from the reference (``model`` minus reference),
+        ``None`` while no reference was probed."""
+        result, scores, test_y = self._fit(model)
+        if self.reference_scores is None:
+            return result, None
+        return result, paired_bootstrap(test_y, scores, self.reference_scores, self.seed,
+                                        self.n_bootstrap)
 
 
 def random_init_like(model: AclEcgModel, seed: int = 0) -> AclEcgModel:

@@ -154,10 +154,12 @@ class RunFolder:
                          select_keys(state, self.cfg.run.aggregate), self.round_path(server_round),
                          self.cfg.to_dict(), self.code)
         self._copy(self.round_path(server_round), "final")
-        best = self.metrics["best"]
-        if auroc is not None and np.isfinite(auroc) and (best is None
-                                                         or auroc > best["macro_auroc"]):
-            self.metrics["best"] = {"round": server_round, "macro_auroc": float(auroc)}
+        best = self.metrics["best"]  # chosen on the probe's validation score, never on test
+        val = None if probe is None else probe.get("val_auroc")
+        if val is not None and np.isfinite(val) and (
+                best is None or val > best.get("val_auroc", -np.inf)):
+            self.metrics["best"] = {"round": server_round, "val_auroc": float(val),
+                                    "macro_auroc": float(auroc) if auroc is not None else None}
             self._copy(self.round_path(server_round), "best")
         self.metrics["rounds"].append({
             "round": server_round, "wall_seconds": round(wall_seconds, 3),

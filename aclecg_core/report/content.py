@@ -10,11 +10,14 @@ from typing import Any
 from aclecg_core.report import plots
 from aclecg_core.report.blocks import Image, Link, Section, Table, Tiles
 from aclecg_core.report.fmt import (
+    comparison_words,
     fmt_ci,
+    fmt_diff_ci,
     fmt_int,
     fmt_score,
     fmt_score_ci,
     fmt_seconds,
+    fmt_signed_interval,
     fmt_time,
     fmt_value,
     parse_time,
@@ -85,8 +88,12 @@ def _best_probe(m: RunMetrics) -> RoundMetrics | None:
     named = [rd for rd in probed if rd.round == m.best_round]
     if named:
         return named[0]
-    scored = [rd for rd in probed if rd.probe and not math.isnan(rd.probe.macro_auroc)]
-    return max(scored, key=lambda rd: rd.probe.macro_auroc if rd.probe else 0.0, default=None)
+    def selection_score(rd: RoundMetrics) -> float:  # validation, where the probe has one
+        p = rd.probe
+        return math.nan if p is None else p.macro_auroc if p.val_auroc is None else p.val_auroc
+
+    scored = [rd for rd in probed if not math.isnan(selection_score(rd))]
+    return max(scored, key=selection_score, default=None)
 
 
 def _wall_time(m: RunMetrics) -> float:
@@ -120,9 +127,14 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
         tiles.append((f"{which} macro AUPRC", fmt_score(p.macro_auprc),
                       f"95 % CI {fmt_ci(p.auprc_ci)} · round {final.round}"))
     if best and best.probe:
-        tiles.append(("Best macro AUROC", fmt_score(best.probe.macro_auroc),
-                      f"round {best.round} · AUPRC {fmt_score(best.probe.macro_auprc)}"))
-    if final and final.probe and probed[0] is not final and probed[0].probe:
+        chosen = "chosen on validation · " if best.probe.val_auroc is not None else ""
+        tiles.append(("Best round's macro AUROC", fmt_score(best.probe.macro_auroc),
+                      f"round {best.round} ({chosen}AUPRC {fmt_score(best.probe.macro_auprc)})"))
+    if final and final.probe and final.probe.vs_round0:
+        d = final.probe.vs_round0
+        tiles.append((f"{which} − round 0 (random init)", fmt_diff_ci(d.auroc_diff, None),
+                      f"macro AUROC · paired 95 % CI {fmt_signed_interval(d.auroc_diff_ci)}"))
+    elif final and final.probe and probed[0] is not final and probed[0].probe:
         first = probed[0].probe
         delta = final.probe.macro_auroc - first.macro_auroc
         tiles.append((f"AUROC change, round {probed[0].round} → {final.round}",
@@ -140,6 +152,9 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
         source = (flat or {}).get("probe.source")
         probe_data = f"{fmt_int(final.probe.n_test)} test records" + (
             f" ({source}; server-held)" if source else "")
+        if final.probe.c is not None:
+            probe_data += (f"; C chosen each round on {fmt_int(final.probe.n_val)} validation "
+                           f"records (round {final.round}: C = {final.probe.c:g})")
 
     facts = Table(["", ""], [
         ["Run", m.name],
@@ -157,8 +172,29 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
                       "rounds recorded so far.")
     if not probed:
         blocks.append("No round has a probe result yet, so there are no AUROC/AUPRC numbers.")
-    blocks += [Tiles(tiles), facts]
+    verdict = reference_statement(m)
+    blocks += [Tiles(tiles)] + ([verdict] if verdict else []) + [facts]
     return Section("Summary", blocks)
+
+
+def reference_statement(m: RunMetrics) -> str | None:
+    """Whether the final (or latest) probed encoder beats round 0's random-init encoder, from
+    the paired difference the server stored (``vs_round0``); ``None`` before any trained
+    round was probed."""
+    final = _final_probe(m)
+    if final is None or final.probe is None or final.round == 0:
+        return None
+    which = "final" if m.status == "finished" and final.round == m.final_round else "latest"
+    d = final.probe.vs_round0
+    if d is None or d.auroc_diff_ci is None:
+        return (f"The probe of the {which} encoder (round {final.round}) has no paired "
+                "comparison with round 0 in metrics.json, so this report cannot say whether it "
+                "beats the random-init encoder.")
+    return (f"The {which} encoder (round {final.round}) {comparison_words(d.auroc_diff_ci)} the "
+            f"random-init encoder of round 0 on the server's probe: macro AUROC "
+            f"{fmt_diff_ci(d.auroc_diff, d.auroc_diff_ci)}, macro AUPRC "
+            f"{fmt_diff_ci(d.auprc_diff, d.auprc_diff_ci)} (difference [paired bootstrap 95 % "
+            f"interval] on the same {fmt_int(final.probe.n_test)} test records).")
 
 
 def _probe_section(m: RunMetrics, plots_dir: Path) -> Section | None:
@@ -176,7 +212,9 @@ def _probe_section(m: RunMetrics, plots_dir: Path) -> Section | None:
                                    best.round if best else None, plots_dir / "probe.png")
     return Section("Server probe", [
         "Linear probe of the global encoder on the server's test split after each probed round "
-        "(round 0: the initial, untrained encoder). Shaded: bootstrap 95 % confidence interval.",
+        "(round 0: the initial, untrained encoder, the random-init reference). Each round the "
+        "probe's regularisation C is chosen on the server's validation split and the test "
+        "split is scored once. Shaded: bootstrap 95 % confidence interval.",
         Image(path, "Probe macro AUROC and AUPRC vs round"),
     ])
 
@@ -274,12 +312,15 @@ def _rounds_section(m: RunMetrics) -> Section:
                      else "", fmt_int(examples) if rd.clients else "",
                      "" if math.isnan(loss) else f"{loss:.3f}", fmt_seconds(rd.wall_seconds),
                      fmt_score_ci(p.macro_auroc, p.auroc_ci) if p else "",
-                     fmt_score_ci(p.macro_auprc, p.auprc_ci) if p else ""])
+                     fmt_score_ci(p.macro_auprc, p.auprc_ci) if p else "",
+                     "" if p is None or p.c is None else f"{p.c:g}"])
     return Section("Rounds", [
         "Loss: mean client training loss weighted by examples. Probe columns: macro score "
-        "[bootstrap 95 % CI]; empty where the round was not probed.",
+        "[bootstrap 95 % CI] and the C chosen on the validation split; empty where the round "
+        "was not probed.",
         Table(["Round", "Clients", "Failed", "Examples", "Loss", "Wall time",
-               "Macro AUROC [95 % CI]", "Macro AUPRC [95 % CI]"], rows, right=set(range(8))),
+               "Macro AUROC [95 % CI]", "Macro AUPRC [95 % CI]", "C"], rows,
+              right=set(range(9))),
     ] if rows else ["No rounds recorded yet."])
 
 

@@ -60,3 +60,24 @@ def fmt_time(text: str | None) -> str:
     offset = t.utcoffset()
     zone = "" if offset is None else " UTC" if not offset else t.strftime(" UTC%z")
     return t.strftime("%Y-%m-%d %H:%M:%S") + zone
+
+
+def fmt_signed_interval(ci: Interval | None) -> str:
+    return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def fmt_diff_ci(x: float | None, ci: Interval | None) -> str:
+    """A signed difference with its interval: ``+0.032 [+0.011, +0.054]``."""
+    if x is None or math.isnan(x):
+        return "–"
+    return f"{x:+.3f}" if ci is None else f"{x:+.3f} {fmt_signed_interval(ci)}"
+
+
+def comparison_words(ci: Interval) -> str:
+    """How a 95 % interval of A − B reads: A ``beats`` B (above 0), A ``is worse than`` B
+    (below 0), or A ``does not clearly beat`` B (0 inside)."""
+    if ci[0] > 0:
+        return "beats"
+    if ci[1] < 0:
+        return "is worse than"
+    return "does not clearly beat"

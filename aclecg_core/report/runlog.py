@@ -19,8 +19,21 @@ class ReportError(ValueError):
 
 
 @dataclass(frozen=True)
+class ProbeDifference:
+    """A round's probe minus round 0's (the random-init reference) on the same test records,
+    with paired bootstrap 95 % intervals (a probe's ``vs_round0``)."""
+
+    auroc_diff: float
+    auroc_diff_ci: Interval | None
+    auprc_diff: float
+    auprc_diff_ci: Interval | None
+    n_bootstrap: int | None
+
+
+@dataclass(frozen=True)
 class ProbeScores:
-    """The server's linear probe of the global model after one round (``ProbeResult.to_dict()``)."""
+    """The server's linear probe of the global model after one round (``ProbeResult.to_dict()``
+    plus ``vs_round0``); ``c``: the regularisation chosen on ``n_val`` validation records."""
 
     macro_auroc: float
     macro_auprc: float
@@ -30,6 +43,10 @@ class ProbeScores:
     per_class_auprc: dict[str, float]
     skipped: list[str]
     n_test: int | None
+    n_val: int | None = None
+    c: float | None = None
+    val_auroc: float | None = None
+    vs_round0: ProbeDifference | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,19 @@ def _required(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def _read_difference(r: _Reader, raw: Any, where: str) -> ProbeDifference | None:
+    if raw is None:
+        return None
+    d = r.obj(raw, where)
+    return ProbeDifference(
+        auroc_diff=_required(r.num(d, "auroc_diff", where)),
+        auroc_diff_ci=r.interval(d, "auroc_diff_ci", where),
+        auprc_diff=_required(r.num(d, "auprc_diff", where)),
+        auprc_diff_ci=r.interval(d, "auprc_diff_ci", where),
+        n_bootstrap=r.count(d, "n_bootstrap", where),
+    )
+
+
 def _read_probe(r: _Reader, raw: Any, where: str) -> ProbeScores | None:
     if raw is None:
         return None
@@ -150,6 +180,10 @@ def _read_probe(r: _Reader, raw: Any, where: str) -> ProbeScores | None:
         per_class_auprc=r.scores(d, "per_class_auprc", where),
         skipped=[str(s) for s in r.items(d, "skipped", where)],
         n_test=n_test,
+        n_val=r.count(d, "n_val", where),
+        c=r.num(d, "c", where),
+        val_auroc=r.num(d, "val_auroc", where),
+        vs_round0=_read_difference(r, d.get("vs_round0"), f"{where}.vs_round0"),
     )
 
 

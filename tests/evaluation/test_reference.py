@@ -10,6 +10,7 @@ import pytest
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.evaluation.probe import ProbeData, label_fraction_mask, probe_cohorts
 from aclecg_core.evaluation.reference import (
+    ReferenceProbe,
     compare_with_reference,
     fraction_masks,
     probe_against_random_init,
@@ -78,3 +79,15 @@ def test_probe_against_random_init_uses_the_same_architecture(
     plain = probe_cohorts(model, train, val, test, ["A", "B"], n_bootstrap=20)
     assert result.encoder.draws[0].macro_auroc == pytest.approx(plain.macro_auroc)
     assert result.encoder.draws[0].c == plain.c
+
+
+def test_reference_probe_compares_every_encoder_with_the_first(
+        tiny_cohort: tuple[Cohort, Cohort, Cohort]) -> None:
+    first = build_model(EncoderConfig(size="tiny"), seed=0)
+    prober = ReferenceProbe(*tiny_cohort, ["A", "B"], n_bootstrap=20)
+    assert prober.probe(first)[1] is None  # no reference yet
+    reference = prober.set_reference(first)
+    same, difference = prober.probe(first)
+    assert same.macro_auroc == reference.macro_auroc and same.c == reference.c
+    assert difference is not None and difference.auroc_diff == 0
+    assert difference.auroc_diff_ci == (0.0, 0.0)

@@ -71,7 +71,14 @@ def test_simulation_writes_the_run_folder(full_run: Path) -> None:
         assert sorted(c["site"] for c in r["clients"]) == ["site1", "site2"]
         assert r["failures"] == [] and r["probe"]["n_test"] > 0
     assert [s["site"] for s in metrics["sites"]] == ["site1", "site2"]
-    assert metrics["best"]["round"] in (0, 1, 2)
+    assert metrics["best"]["round"] in (0, 1, 2) and "val_auroc" in metrics["best"]
+    probes = [r["probe"] for r in metrics["rounds"]]
+    assert probes[0]["vs_round0"] is None and all(p["c"] > 0 and p["n_val"] > 0 for p in probes)
+    for p in probes[1:]:  # each trained round against round 0, the random-init reference
+        d = p["vs_round0"]
+        assert d["auroc_diff_ci"][0] <= d["auroc_diff"] <= d["auroc_diff_ci"][1]
+        assert d["auroc_a"] == p["macro_auroc"] and d["auroc_b"] == probes[0]["macro_auroc"]
+    assert "the random-init encoder of round 0" in (full_run / "report.md").read_text()
     for name in ("round-0000", "round-0001", "round-0002", "best", "final"):
         state, meta = load_checkpoint(full_run / "checkpoints" / name)
         assert any(k.startswith("encoder.") for k in state) and "config" in meta
@@ -96,6 +103,8 @@ def test_resumed_run_ends_with_the_same_weights(base: dict[str, Any], full_run: 
     simulate({**base, "run-dir": run_dir, "resume": True})
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
+    full = json.loads((full_run / "metrics.json").read_text())["rounds"][2]["probe"]
+    assert metrics["rounds"][2]["probe"]["vs_round0"] == full["vs_round0"]  # round 0 reloaded
     resumed, meta = load_checkpoint(Path(run_dir) / "checkpoints" / "final")
     uninterrupted, _ = load_checkpoint(full_run / "checkpoints" / "final")
     assert meta["round"] == 2 and resumed.keys() == uninterrupted.keys()

@@ -35,7 +35,8 @@ def probe(macro_auroc: float, n_test: int = 120) -> dict[str, Any]:
         "auprc_ci": [macro_auroc - 0.35, macro_auroc - 0.26],
         "per_class_auroc": per_class,
         "per_class_auprc": {c: v - 0.3 for c, v in per_class.items()},
-        "skipped": ["HYP"], "n_test": n_test, "n_train": 480, "constant": [],
+        "skipped": ["HYP"], "n_test": n_test, "n_train": 480, "constant": [], "n_val": 60,
+        "c": 0.01, "val_auroc": macro_auroc + 0.01, "vs_round0": None,
     }
 
 
@@ -140,14 +141,43 @@ def test_markdown_tables(tmp_path: Path) -> None:
     assert "| site1 | 70 | 140 | 100 Hz | NORM 30 (43 %), MI 8 (11 %)" in md
     assert "| **Total** | **210** | **420** |  |  |" in md
     assert "| Round | Clients | Failed | Examples | Loss | Wall time |" in md
-    assert "| 0 (initial) |  |  |  |  | 3.1 s | 0.601 [0.561–0.636] | 0.301 [0.251–0.341] |" in md
+    assert ("| 0 (initial) |  |  |  |  | 3.1 s | 0.601 [0.561–0.636] | 0.301 [0.251–0.341] | "
+            "0.01 |") in md
     # round 3 had two clients and one failure, no probe; the pipe in the error is escaped
-    assert re.search(r"^\| 3 \| 2 \| 1 \| 130 \| [0-9.]+ \| 43\.0 s \|  \|  \|$", md, re.M)
+    assert re.search(r"^\| 3 \| 2 \| 1 \| 130 \| [0-9.]+ \| 43\.0 s \|  \|  \|  \|$", md,
+                     re.M)
     assert "| 3 | site2 | DataError: no WFDB records in /data/site2 \\| x |" in md
     assert "| run.strategy | fedavg |" in md
     assert '| cohort.classes | ["NORM", "MI"] |' in md
     assert "![Per-class AUROC, round 5](plots/per-class-auroc.png)" in md
     assert "Left out of the macro averages" in md and "HYP" in md
+
+
+@pytest.mark.parametrize(("ci", "verdict"), [
+    ((0.12, 0.23), "beats"),
+    ((-0.02, 0.3), "does not clearly beat"),
+    ((-0.3, -0.1), "is worse than"),
+])
+def test_summary_says_whether_the_final_encoder_beats_round_0(
+        tmp_path: Path, ci: tuple[float, float], verdict: str) -> None:
+    metrics = make_metrics()
+    metrics["rounds"][-1]["probe"]["vs_round0"] = {
+        "auroc_a": 0.7779, "auroc_b": 0.6012, "auroc_diff": 0.1767, "auroc_diff_ci": list(ci),
+        "auprc_a": 0.4779, "auprc_b": 0.3012, "auprc_diff": 0.1767,
+        "auprc_diff_ci": [0.1, 0.25], "n_test": 120, "n_bootstrap": 200}
+    md = write_report(make_run(tmp_path, metrics))[0].read_text()
+    summary = md.split("## ")[1]
+    assert (f"The final encoder (round 5) {verdict} the random-init encoder of round 0 on the "
+            f"server's probe: macro AUROC +0.177 [{ci[0]:+.3f}, {ci[1]:+.3f}], macro AUPRC "
+            "+0.177 [+0.100, +0.250]") in summary
+    assert "on the same 120 test records" in summary
+    assert "**Final − round 0 (random init)**: +0.177" in summary
+    assert "C chosen each round on 60 validation records (round 5: C = 0.01)" in summary
+
+
+def test_summary_without_a_paired_comparison_says_so(tmp_path: Path) -> None:
+    md = write_report(make_run(tmp_path))[0].read_text()
+    assert "has no paired comparison with round 0 in metrics.json" in md.split("## ")[1]
 
 
 def test_run_in_progress_without_probes_or_config(tmp_path: Path) -> None:
