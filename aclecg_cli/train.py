@@ -225,15 +225,15 @@ def _print_probe(out: dict[str, Any]) -> None:
           f"records ({labels}), {out['n_val']} validation (chooses C), {out['n_test']} test")
     print(f"  classes: {', '.join(out['classes'])}")
     rows = [("encoder", enc)] + ([("random init", out["reference"])] if out["reference"] else [])
-    print(f"  {'':<13}{'macro AUROC':<28}{'macro AUPRC':<28}chosen C")
+    print(f"  {'':<13}{'macro AUROC':<33}{'macro AUPRC':<33}chosen C")
     for name, probe in rows:
         cells = [_spread(probe, metric) for metric in ("auroc", "auprc")]
         cs = ", ".join(f"{d['c']:.2g}" for d in probe["draws"])
-        print(f"  {name:<13}{cells[0]:<28}{cells[1]:<28}{cs}")
+        print(f"  {name:<13}{cells[0]:<33}{cells[1]:<33}{cs}")
     diff = out["difference"]
     if diff:
-        print(f"  {'difference':<13}{fmt_diff_ci(diff['auroc_diff'], diff['auroc_diff_ci']):<28}"
-              f"{fmt_diff_ci(diff['auprc_diff'], diff['auprc_diff_ci']):<28}"
+        print(f"  {'difference':<13}{fmt_diff_ci(diff['auroc_diff'], diff['auroc_diff_ci']):<33}"
+              f"{fmt_diff_ci(diff['auprc_diff'], diff['auprc_diff_ci']):<33}"
               f"(paired bootstrap 95 %, {diff['n_bootstrap']} replicates)")
         print(f"  the encoder {comparison_words(diff['auroc_diff_ci'])} its random-init "
               "reference (macro AUROC)")
