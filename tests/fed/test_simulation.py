@@ -123,26 +123,27 @@ def test_final_checkpoint_is_probed_and_finetuned_by_the_cli(
         base: dict[str, Any], full_run: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     final = full_run / "checkpoints" / "final"
-    cohort = Path(base["config-file"]).parent / "cache" / "synthetic" / "seed-0-2x6"
+    cohort = Path(base["config-file"]).parent / "cache" / "synthetic" / "seed-0-2x8"
     data = ["--data", str(cohort), "--split", "site:site3", "--json"]
-    probed = _cli_json(capsys, "probe", str(final), *data)
-    # seed 3: the 2 validation records of this (fixed) cohort differ in some label
+    # seed 3: the validation records of this (fixed) cohort differ in some label
+    probed = _cli_json(capsys, "probe", str(final), *data, "--bootstrap", "20", "--seed", "3")
     tuned = _cli_json(capsys, "finetune", str(final), *data, "--epochs", "1", "--fraction", "1",
                       "--seed", "3")
-    for result in (probed, tuned):
-        assert result["method"] == "acl" and result["metrics"]["n_test"] == 6
+    assert probed["method"] == tuned["method"] == "acl"
+    assert probed["n_test"] == tuned["metrics"]["n_test"] == 8
+    assert probed["difference"]["n_test"] == 8  # against a random init of the same encoder
     # a centralized checkpoint carries the same sidecar as the federated ones
     assert main(["pretrain", "--data", str(cohort / "site1"), "--encoder", "tiny", "--epochs", "1",
                  "--batch-size", "4", "--out", str(tmp_path / "central")]) == 0
     _, central = load_encoder(tmp_path / "central")
-    assert central["round"] is None and central["corpus"]["records"] == 6
+    assert central["round"] is None and central["corpus"]["records"] == 8
     for name in ("round-0000", "round-0001", "best", "final"):
         model, meta = load_encoder(full_run / "checkpoints" / name)
         assert not model.training and set(REQUIRED_KEYS) <= set(meta) & set(central)
         assert meta["corpus"]["setting"] == "federated"
         # round 0 is the untrained initial encoder: no site has trained it yet; record counts
         # stay at the sites unless the run sets share-site-stats
-        assert meta["corpus"]["windows"] == (0 if meta["round"] == 0 else 12)
+        assert meta["corpus"]["windows"] == (0 if meta["round"] == 0 else 16)
         assert meta["corpus"]["records"] == (0 if meta["round"] == 0 else None)
     assert meta["round"] == 2 and meta["encoder"] == model.config.to_dict()
 
