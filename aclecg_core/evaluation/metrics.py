@@ -198,17 +198,17 @@ def paired_bootstrap(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndar
 
     Args:
         y_true: multi-hot (n, C).
-        scores_a, scores_b: (n, C), or (k, n, C) for k draws each (the difference of the means
-            over draws; draw i of A and of B are usually fitted on the same training subset).
+        scores_a, scores_b: (n, C), or (k_a, n, C) and (k_b, n, C) for several draws (the
+            difference of the means over draws, e.g. label-fraction subsets, or several
+            random initialisations of a reference).
     Every replicate resamples the n records once (:func:`bootstrap_rows`) and scores A and B on
     the same records and the same evaluable classes; the interval is the 2.5/97.5 percentiles.
     """
     y_true = np.asarray(y_true)
     a = np.asarray(scores_a, dtype=np.float64)
     b = np.asarray(scores_b, dtype=np.float64)
-    if a.ndim == 2 and b.ndim == 2:
-        a, b = a[None], b[None]
-    if a.shape != b.shape or a.ndim != 3 or y_true.shape != a.shape[1:]:
+    a, b = (s[None] if s.ndim == 2 else s for s in (a, b))
+    if a.ndim != 3 or b.ndim != 3 or not y_true.shape == a.shape[1:] == b.shape[1:]:
         raise ValueError(f"scores {np.shape(scores_a)} and {np.shape(scores_b)} must both be "
                          f"(n, C) or (k, n, C) with (n, C) = {y_true.shape}")
     columns = _columns(y_true)

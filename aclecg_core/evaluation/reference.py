@@ -6,6 +6,7 @@ each), and the difference is bootstrapped on the same resampled test records for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,16 +61,20 @@ class FractionProbe:
 
 @dataclass
 class ReferenceComparison:
-    """An encoder's probe, the random-init reference's probe on the same subsets and split, and
-    the paired difference (encoder minus reference; means over draws)."""
+    """An encoder's probe, the reference's probes on the same subsets and split (every draw of
+    every reference initialisation), and the paired difference (encoder minus reference; means
+    over draws and initialisations). ``reference_inits``: the macro AUROC of each reference
+    initialisation (mean over draws): how much the reference itself depends on its seed."""
 
     encoder: FractionProbe
     reference: FractionProbe
     difference: PairedDifference
+    reference_inits: list[float]
 
     def to_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.to_dict(), "reference": self.reference.to_dict(),
-                "difference": self.difference.to_dict()}
+                "difference": self.difference.to_dict(),
+                "reference_inits": self.reference_inits}
 
 
 def fraction_masks(train_y: np.ndarray, fraction: float, draws: int, seed: int = 0
@@ -100,21 +105,36 @@ def probe_fraction(data: ProbeData, classes: list[str], fraction: float = 1.0, d
                          test_scores=np.stack(scores))
 
 
-def compare_with_reference(encoder: ProbeData, reference: ProbeData, classes: list[str],
-                           fraction: float = 1.0, draws: int = 1, seed: int = 0,
-                           n_bootstrap: int = 1000,
+def compare_with_reference(encoder: ProbeData, reference: ProbeData | Sequence[ProbeData],
+                           classes: list[str], fraction: float = 1.0, draws: int = 1,
+                           seed: int = 0, n_bootstrap: int = 1000,
                            c_grid: tuple[float, ...] = C_GRID) -> ReferenceComparison:
     """Probe ``encoder`` and ``reference`` features of the same records on the same
-    label-fraction draws; the difference with its paired bootstrap 95 % interval."""
-    for part in ("train_y", "val_y", "test_y"):
-        if not np.array_equal(getattr(encoder, part), getattr(reference, part)):
-            raise ValueError(f"encoder and reference probe data differ in {part}: they must "
-                             "hold the same records")
+    label-fraction draws; the difference with its paired bootstrap 95 % interval.
+
+    ``reference`` may hold several initialisations of the reference encoder: their probes are
+    pooled (the reference score is the mean over initialisations and draws), which keeps one
+    lucky or unlucky random initialisation from deciding the comparison.
+    """
+    references = [reference] if isinstance(reference, ProbeData) else list(reference)
+    if not references:
+        raise ValueError("compare_with_reference needs at least one reference")
+    for ref in references:
+        for part in ("train_y", "val_y", "test_y"):
+            if not np.array_equal(getattr(encoder, part), getattr(ref, part)):
+                raise ValueError(f"encoder and reference probe data differ in {part}: they "
+                                 "must hold the same records")
     mine = probe_fraction(encoder, classes, fraction, draws, seed, n_bootstrap, c_grid)
-    ref = probe_fraction(reference, classes, fraction, draws, seed, n_bootstrap, c_grid)
-    difference = paired_bootstrap(encoder.test_y, mine.test_scores, ref.test_scores, seed,
-                                  n_bootstrap)
-    return ReferenceComparison(mine, ref, difference)
+    inits = [probe_fraction(ref, classes, fraction, draws, seed, n_bootstrap, c_grid)
+             for ref in references]
+    pooled = [result for probe in inits for result in probe.draws]
+    ref_probe = FractionProbe(fraction=fraction, draws=pooled,
+                              auroc=Spread.of([r.macro_auroc for r in pooled]),
+                              auprc=Spread.of([r.macro_auprc for r in pooled]),
+                              test_scores=np.concatenate([p.test_scores for p in inits]))
+    difference = paired_bootstrap(encoder.test_y, mine.test_scores, ref_probe.test_scores,
+                                  seed, n_bootstrap)
+    return ReferenceComparison(mine, ref_probe, difference, [p.auroc.mean for p in inits])
 
 
 class ReferenceProbe:
@@ -158,10 +178,14 @@ def random_init_like(model: AclEcgModel, seed: int = 0) -> AclEcgModel:
 def probe_against_random_init(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort,
                               classes: list[str], fraction: float = 1.0, draws: int = 1,
                               seed: int = 0, device: str | torch.device = "cpu",
-                              n_bootstrap: int = 1000,
+                              n_bootstrap: int = 1000, inits: int = 3,
                               c_grid: tuple[float, ...] = C_GRID) -> ReferenceComparison:
-    """:func:`compare_with_reference` of ``model`` against :func:`random_init_like` it (seeded
-    with ``seed``) on the cohorts' record-level features."""
+    """:func:`compare_with_reference` of ``model`` against ``inits`` random initialisations of
+    its architecture (:func:`random_init_like`, seeds ``seed`` ..) on the cohorts' record-level
+    features."""
+    if inits < 1:
+        raise ValueError(f"inits must be at least 1, got {inits}")
     mine = split_features(model, train, val, test, classes, device)
-    ref = split_features(random_init_like(model, seed), train, val, test, classes, device)
-    return compare_with_reference(mine, ref, classes, fraction, draws, seed, n_bootstrap, c_grid)
+    refs = [split_features(random_init_like(model, seed + i), train, val, test, classes, device)
+            for i in range(inits)]
+    return compare_with_reference(mine, refs, classes, fraction, draws, seed, n_bootstrap, c_grid)

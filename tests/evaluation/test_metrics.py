@@ -40,7 +40,7 @@ def _naive_macro(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
 def test_paired_bootstrap_matches_a_naive_loop() -> None:
     rng = np.random.default_rng(1)
     y, a = _labels_and_scores(rng, 40, k=2)
-    b = np.round(rng.random(a.shape) + 0.2 * y, 1)
+    b = np.round(rng.random((3, *y.shape)) + 0.2 * y, 1)  # another number of draws
     result = paired_bootstrap(y, a, b, seed=5, n_bootstrap=20)
     diffs = []
     for rows in bootstrap_rows(len(y), 20, seed=5):  # the same records for A and B

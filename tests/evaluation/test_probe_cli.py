@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from aclecg_cli.main import main
+from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.data.synth import write_synthetic_cohort
 from aclecg_core.evaluation.probe import C_GRID
-from aclecg_core.method.checkpoint import save_checkpoint
+from aclecg_core.method.checkpoint import corpus_summary, encoder_metadata, save_checkpoint
 from aclecg_core.method.model import EncoderConfig, build_model
 
 
@@ -19,8 +20,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli-probe")
     write_synthetic_cohort(out / "cohort", sites=2, records_per_site=20, seed=1, workers=1)
     enc = EncoderConfig(size="tiny")
-    save_checkpoint(out / "enc", build_model(enc, seed=5).state_dict(),
-                    {"method": "acl", "round": None, "encoder": enc.to_dict()})
+    save_checkpoint(out / "enc", build_model(enc, seed=5).state_dict(), encoder_metadata(
+        method="acl", encoder=enc, preprocessing=PreprocessConfig().to_dict(), round=None,
+        metrics={}, config=None, corpus=corpus_summary("centralized", "test", [])))
     return out
 
 
@@ -34,21 +36,24 @@ def test_probe_with_a_label_fraction_against_random_init(folder: Path,
                                                          capsys: pytest.CaptureFixture[str]
                                                          ) -> None:
     assert main(_probe(folder, str(folder / "enc"), "--fraction", "0.5", "--draws", "2",
-                       "--json")) == 0
+                       "--reference-inits", "2", "--json")) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["encoder_config"]["size"] == "tiny" and out["fraction"] == 0.5
-    for side in ("encoder", "reference"):
+    assert len(out["reference_inits"]) == 2
+    for side, n_draws in (("encoder", 2), ("reference", 4)):  # 2 draws x 2 inits
         draws = out[side]["draws"]
-        assert len(draws) == 2 and all(d["c"] in C_GRID for d in draws)
+        assert len(draws) == n_draws and all(d["c"] in C_GRID for d in draws)
         assert all(d["n_train"] < out["n_train"] and d["n_val"] == out["n_val"] for d in draws)
     diff = out["difference"]
     lo, hi = diff["auroc_diff_ci"]
     assert lo <= diff["auroc_diff"] <= hi and diff["n_bootstrap"] == 50
     assert diff["auroc_a"] == pytest.approx(out["encoder"]["auroc"]["mean"])
 
-    assert main(_probe(folder, str(folder / "enc"), "--fraction", "0.5", "--draws", "2")) == 0
+    assert main(_probe(folder, str(folder / "enc"), "--fraction", "0.5", "--draws", "2",
+                       "--reference-inits", "2")) == 0
     text = capsys.readouterr().out
-    assert "random init" in text and "difference" in text and "chosen C" in text
+    assert "random init ×2" in text and "difference" in text and "chosen C" in text
+    assert "the 2 random inits alone score" in text
     assert "its random-init reference" in text and "2 draws" in text
 
 

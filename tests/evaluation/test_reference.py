@@ -24,7 +24,8 @@ CLASSES = ["A", "B", "C"]
 def _pair(seed: int = 0) -> tuple[ProbeData, ProbeData]:
     """(informative features, noise features) of the same labeled records."""
     rng = np.random.default_rng(seed)
-    good, noise = [], []
+    good: list[np.ndarray] = []
+    noise: list[np.ndarray] = []
     for n in (300, 120, 150):
         y = (rng.random((n, 3)) < [0.4, 0.3, 0.05]).astype(np.uint8)
         good += [np.hstack([1.5 * y, rng.standard_normal((n, 6))]), y]
@@ -65,8 +66,20 @@ def test_informative_features_beat_the_reference_with_a_paired_interval() -> Non
     swapped = compare_with_reference(noise, good, CLASSES, fraction=0.2, draws=3, seed=1,
                                      n_bootstrap=200).difference
     assert swapped.auroc_diff == pytest.approx(-d.auroc_diff)
+    assert result.reference_inits == [pytest.approx(result.reference.auroc.mean)]
     with pytest.raises(ValueError, match="same records"):
         compare_with_reference(good, _pair(seed=1)[1], CLASSES)
+
+
+def test_several_reference_inits_are_pooled() -> None:
+    good, noise = _pair()
+    other = ProbeData(noise.train_x[:, ::-1].copy(), noise.train_y, noise.val_x[:, ::-1].copy(),
+                      noise.val_y, noise.test_x[:, ::-1].copy(), noise.test_y)
+    pooled = compare_with_reference(good, [noise, other], CLASSES, fraction=0.2, draws=2,
+                                    n_bootstrap=50)
+    assert len(pooled.reference.draws) == 4 and len(pooled.reference_inits) == 2
+    assert pooled.difference.auroc_b == pytest.approx(np.mean(pooled.reference_inits))
+    assert pooled.difference.auroc_b == pytest.approx(pooled.reference.auroc.mean)
 
 
 def test_probe_against_random_init_uses_the_same_architecture(
@@ -75,7 +88,9 @@ def test_probe_against_random_init_uses_the_same_architecture(
     reference = random_init_like(model, seed=0)
     assert reference.config == model.config
     train, val, test = tiny_cohort
-    result = probe_against_random_init(model, train, val, test, ["A", "B"], n_bootstrap=20)
+    result = probe_against_random_init(model, train, val, test, ["A", "B"], n_bootstrap=20,
+                                       inits=2)
+    assert len(result.reference_inits) == 2 and len(result.reference.draws) == 2
     plain = probe_cohorts(model, train, val, test, ["A", "B"], n_bootstrap=20)
     assert result.encoder.draws[0].macro_auroc == pytest.approx(plain.macro_auroc)
     assert result.encoder.draws[0].c == plain.c
