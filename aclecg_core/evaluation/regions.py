@@ -18,7 +18,12 @@ import torch
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.synth.conditions import MI_REGIONS
 from aclecg_core.evaluation.metrics import evaluable
-from aclecg_core.evaluation.probe import aggregate_by_record, linear_probe, record_labels
+from aclecg_core.evaluation.probe import (
+    ProbeData,
+    aggregate_by_record,
+    linear_probe,
+    record_labels,
+)
 from aclecg_core.method.model import AclEcgModel
 
 
@@ -69,20 +74,21 @@ def region_features(model: AclEcgModel, cohort: Cohort, device: str | torch.devi
             for name, chunks in parts.items()}
 
 
-def region_probe(model: AclEcgModel, train: Cohort, test: Cohort, classes: list[str],
-                 device: str | torch.device = "cpu", seed: int = 0) -> RegionProbeResult:
-    """A linear probe per region (its features alone) and class, trained on ``train``."""
-    if len(train) == 0 or len(test) == 0:
-        raise ValueError("the region probe needs windows in both train and test")
-    train_x = region_features(model, train, device)
-    test_x = region_features(model, test, device)
-    train_y, test_y = record_labels(train, classes), record_labels(test, classes)
+def region_probe(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort,
+                 classes: list[str], device: str | torch.device = "cpu",
+                 seed: int = 0) -> RegionProbeResult:
+    """A linear probe per region (its features alone) and class, trained on ``train`` with its
+    regularisation chosen on ``val``, scored on ``test``."""
+    if len(train) == 0 or len(val) == 0 or len(test) == 0:
+        raise ValueError("the region probe needs windows in train, validation and test")
+    xs = [region_features(model, part, device) for part in (train, val, test)]
+    ys = [record_labels(part, classes) for part in (train, val, test)]
     names = list(model.encoder.regions.names)
     rows: list[list[float | None]] = []
     for name in names:
-        per_class = {} if not evaluable(test_y).any() else linear_probe(
-            train_x[name], train_y, test_x[name], test_y, classes, seed=seed,
-            n_bootstrap=0).per_class_auroc
+        data = ProbeData(xs[0][name], ys[0], xs[1][name], ys[1], xs[2][name], ys[2])
+        per_class = {} if not evaluable(ys[2]).any() else linear_probe(
+            data, classes, seed=seed, n_bootstrap=0).per_class_auroc
         rows.append([per_class.get(c) for c in classes])
     expected = {c: r for c, r in MI_REGIONS.items() if c in classes and r in names}
     best = _best_regions(names, classes, rows)

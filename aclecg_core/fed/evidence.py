@@ -20,8 +20,8 @@ def write_region_evidence(cfg: FederationConfig, run_dir: Path) -> RegionProbeRe
     ``regions.json`` (``RegionProbeResult.to_dict()`` plus the round) and return the result."""
     device = pick_device(cfg.run.device)
     model, meta = load_encoder(Path(run_dir) / "checkpoints" / "final", device)
-    train, test, classes = probe_data(cfg)
-    result = region_probe(model, train, test, classes, device, seed=cfg.run.seed)
+    train, val, test, classes = probe_data(cfg)
+    result = region_probe(model, train, val, test, classes, device, seed=cfg.run.seed)
     path = Path(run_dir) / REGIONS_FILE
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"round": meta["round"], **result.to_dict()}, indent=2) + "\n")
