@@ -163,19 +163,19 @@ print(json.dumps(card["input"]))
 def test_final_checkpoint_is_embedded_and_exported(
         base: dict[str, Any], full_run: Path, tmp_path: Path) -> None:
     final = full_run / "checkpoints" / "final"
-    cohort = Path(base["config-file"]).parent / "cache" / "synthetic" / "seed-0-2x6"
+    cohort = Path(base["config-file"]).parent / "cache" / "synthetic" / "seed-0-2x8"
     model, meta = load_encoder(final)
     for out in (tmp_path / "features.npz", tmp_path / "features.csv"):
         assert main(["embed", str(final), "--data", str(cohort), "--out", str(out)]) == 0
     with np.load(tmp_path / "features.npz", allow_pickle=False) as f:
-        assert f["features"].shape == (18, model.embed_dim)
-        assert f["record_id"].shape == f["site"].shape == f["labels"].shape == (18,)
+        assert f["features"].shape == (24, model.embed_dim)
+        assert f["record_id"].shape == f["site"].shape == f["labels"].shape == (24,)
         assert sorted(set(f["site"].tolist())) == ["site1", "site2", "site3"]
-        assert f["label_matrix"].shape == (18, len(f["classes"]))
+        assert f["label_matrix"].shape == (24, len(f["classes"]))
         assert json.loads(str(f["info"]))["round"] == 2
         npz = dict(zip(f["record_id"].tolist(), f["features"], strict=True))
     table = pd.read_csv(tmp_path / "features.csv")
-    assert len(table) == 18 and {"record_id", "site", "labels", "f0"} <= set(table.columns)
+    assert len(table) == 24 and {"record_id", "site", "labels", "f0"} <= set(table.columns)
     row = table.iloc[0]
     expected = npz[str(row["record_id"])]
     assert np.allclose(row[[f"f{i}" for i in range(model.embed_dim)]].to_numpy(float), expected,
@@ -199,7 +199,7 @@ def test_final_checkpoint_is_embedded_and_exported(
         reference = model.embed(x).numpy()
     assert np.allclose(np.load(tmp_path / "y.npy"), reference, rtol=1e-4, atol=1e-5)
     card = json.loads(exported.with_suffix(".json").read_text())
-    assert card["method"] == "acl" and card["training_corpus"]["windows"] == 12
+    assert card["method"] == "acl" and card["training_corpus"]["windows"] == 16
 
 
 def test_a_run_whose_sites_all_fail_says_so_and_fails(
