@@ -98,7 +98,7 @@ def region_probe(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort,
         classes=list(classes), auroc=rows, n_train=len(train.records),
         n_test=len(test.records), expected=expected, best=best,
         holds={c: r in best[c] for c, r in expected.items() if c in best},
-        positives={c: int(n) for c, n in zip(classes, test_y.sum(axis=0), strict=True)})
+        positives={c: int(n) for c, n in zip(classes, ys[2].sum(axis=0), strict=True)})
 
 
 def _best_regions(names: list[str], classes: list[str],

@@ -216,7 +216,8 @@ def test_a_run_whose_sites_all_fail_says_so_and_fails(
         str(Path(base["config-file"]).parent / "cache"), str(broken)))
     run_dir = tmp_path / "run"
     code = main(["simulate", "--config", str(yaml), "--run-dir", str(run_dir),
-                   "--set", "batch-size=4", "--set", "num-server-rounds=2"])
+                   "--set", "batch-size=4", "--set", "num-server-rounds=2",
+                   "--set", f"seed={base['seed']}", "--set", f"encoder={base['encoder']}"])
     err = capsys.readouterr().err
     assert code == 1
     assert "round 1: no site succeeded" in err and "site1: DataError" in err \
@@ -262,11 +263,12 @@ def test_the_synthetic_cohort_follows_the_federations_node_count(tmp_path: Path)
     from server.app import make_app
 
     yaml = tmp_path / "sites.yaml"
-    yaml.write_text(f"cohort:\n  sites: 3\n  records-per-site: 6\n  cache-dir: {tmp_path}/c\n"
-                    "probe:\n  test-fraction: 0.5\n  bootstrap: 10\n")
+    yaml.write_text(f"cohort:\n  sites: 3\n  records-per-site: 8\n  cache-dir: {tmp_path}/c\n"
+                    "probe:\n  test-fraction: 0.5\n  val-fraction: 0.5\n  bootstrap: 10\n")
     run_dir = tmp_path / "run"
-    run_simulation(server_app=make_app({"config-file": str(yaml), "batch-size": 4,
-                                        "num-server-rounds": 1, "run-dir": str(run_dir)}),
+    run_simulation(server_app=make_app({"config-file": str(yaml), "batch-size": 4, "seed": 3,
+                                        "encoder": "tiny", "num-server-rounds": 1,
+                                        "run-dir": str(run_dir)}),
                    client_app=client_app, num_supernodes=2,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"address": "local", "num_cpus": 2,
