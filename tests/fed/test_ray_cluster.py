@@ -86,10 +86,11 @@ def test_simulation_runs_on_an_existing_two_node_cluster(
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     yaml = tmp_path / "sites.yaml"
-    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 6\n  cache-dir: {tmp_path}/c\n"
-                    "probe:\n  test-fraction: 0.5\n  bootstrap: 10\n")
+    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 8\n  cache-dir: {tmp_path}/c\n"
+                    "probe:\n  test-fraction: 0.5\n  val-fraction: 0.5\n  bootstrap: 10\n")
     # Two clients of one CPU each on two one-CPU nodes: Ray must place one on each node.
     run_dir = simulate({"config-file": str(yaml), "batch-size": 4, "num-server-rounds": 1,
+                        "seed": 3, "encoder": "tiny",
                         "client-cpus": 1, "ray-address": address,
                         "run-dir": str(tmp_path / "run")})
     done.set()

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_site_dropping_out_within_the_threshold_leaves_the_fedavg_of_the_others(
         tmp_path: Path) -> None:
     yaml = tmp_path / "sites.yaml"
-    yaml.write_text(f"cohort:\n  sites: 3\n  records-per-site: 6\n  cache-dir: {tmp_path}/cache\n"
-                    "probe:\n  test-fraction: 0.5\n  bootstrap: 10\n")
-    settings = {"config-file": str(yaml), "batch-size": 4, "encoder": "tiny", "seed": 5,
+    yaml.write_text(f"cohort:\n  sites: 3\n  records-per-site: 8\n  cache-dir: {tmp_path}/cache\n"
+                    "probe:\n  test-fraction: 0.5\n  val-fraction: 0.5\n  bootstrap: 10\n")
+    settings = {"config-file": str(yaml), "batch-size": 4, "encoder": "tiny", "seed": 3,
                 "num-server-rounds": 1, "secure-aggregation": True,
                 "run-dir": str(tmp_path / "run")}
     cfg = load_config(settings, ROOT)
