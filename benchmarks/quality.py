@@ -1,24 +1,43 @@
-"""Quality benchmark: ACL-ECG against SimCLR, a random-init encoder and supervised training.
+"""Quality benchmark: does contrastive pretraining pay off on real ECGs? (issue 11)
 
-Usage: ``python benchmarks/quality.py [--quick] [--seeds 3] [--parts synthetic,real,gan]``
+Usage: ``python benchmarks/quality.py [--quick] [--seeds 3] [--sections probe,ablation,...]``
 
-Every method uses the same encoder (``tiny`` preset), the same windows (5 s at 100 Hz, one window
-per 10 s of record) and the same pretraining budget (samples seen). Sections:
+The reference protocol: PTB-XL (``ptbxl/`` + ``ptbxl-more/``) ``strat_fold`` 1-8 train, 9
+validation, 10 test; the 5 diagnostic superclasses; macro AUROC and AUPRC. The pretraining
+corpus is every unlabeled real record that is not in folds 9/10: PTB-XL folds 1-8, ``cinc/``
+and ``code15/`` (their labels are never used). Windows: 5 s at 100 Hz; pretraining takes one
+per 10 s of record, the probes and fine-tuning every 5 s (the whole 10 s PTB-XL record: probing
+only its first half handicaps the random-init encoder, see the issue-11 findings).
 
-* ``synthetic``: the built-in physics cohort, sites 1–4 for pretraining, site 5 held out.
-  Linear probe and fine-tuning trained on the labels of 80 % of the site 1–4 patients (the other
-  20 % validate: the probe's C, fine-tuning's early stopping), tested on site 5 (cross-site);
-  fine-tuning on 1 / 10 / 100 % of those labels. Centralized (pooled sites) and federated FedAvg
-  over the cohort's own sites, an IID patient split and a Dirichlet(0.3) label-skewed split.
-* ``real``: PTB-XL (../shared/data) folds 1–8 plus every CinC record (unlabeled sites) for
-  pretraining; probing and fine-tuning on the superclass task, folds 1–8 train / 9 val / 10 test.
-  Centralized and federated over the natural sites (PTB-XL ``site`` 0–3, CinC hospitals).
-* ``gan`` (issue 8): ACL-ECG pretrained on real only, real + GAN and GAN only (deepfake-ecg,
-  generated once into ``.cache/bench``) with the same number of samples seen, probed on PTB-XL.
+Sections, in order of importance (each writes its rows to the results file as it finishes, so a
+run that is cut off still leaves the finished sections):
+
+* ``probe``: random-init, SimCLR, CLOCS and ACL-ECG (``tiny`` preset, the same samples seen),
+  ``--seeds`` seeds; linear probe with 10 % of the training labels (``draws`` seeded stratified
+  subsets, the same for every encoder) and with 100 %.
+* ``ablation``: ACL-ECG with the intra-region term only, the inter-region term only, and ACL-ECG's
+  loss on SimCLR's views (both terms and ACL-ECG's own views are the ``probe`` rows).
+* ``size``: the larger preset (random-init and ACL-ECG) against ``tiny``.
+* ``finetune``: ACL-ECG fine-tuned on 10 % of the labels against supervised training from
+  scratch on 100 % (early stopping on fold 9).
+* ``federated``: ACL-ECG by FedAvg over the corpus's sites (PTB-XL recording sites, CinC
+  hospitals, CODE-15) against centralized ACL-ECG on the same records and epochs.
+* ``scaling``: ACL-ECG on the 550-record folders (``ptbxl/`` + ``cinc/``), on the full real
+  corpus, and with GAN records added; and pretraining epochs.
+
+``--quick`` checks the structure in about a minute: ``ptbxl/`` and ``cinc/`` only, every third
+record, one epoch, one seed.
+
+Every linear probe: per-record mean of the window features, scaler fitted on the training part,
+one-vs-rest logistic regression with ``C`` chosen on fold 9 (macro AUROC) from a fixed grid,
+refitted, then scored once on fold 10. Every pretrained encoder is compared with the random-init
+encoder of the same seed by a paired bootstrap over the fold-10 records (the same resampled
+records for both; the macro scores averaged over seeds and label draws). Nothing is chosen on
+fold 10.
 
 Federated = an in-process FedAvg loop over ``aclecg_core.fed.training.train_site`` (what the
-Flower ClientApp calls) and Flower's ``aggregate_arrayrecords`` weighted by ``num-examples`` plus
-``restore_dtypes`` (what the ServerApp's FedAvg does); one local epoch per round, rounds =
+Flower ClientApp calls) and Flower's ``aggregate_arrayrecords`` weighted by ``num-examples``
+plus ``restore_dtypes`` (what the ServerApp's FedAvg does); one local epoch per round, rounds =
 centralized epochs, so every window is seen as often as in the centralized run.
 """
 
@@ -26,9 +45,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import multiprocessing
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,65 +61,88 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aclecg_core.data.cohort import Cohort
-from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
+from aclecg_core.data.labels import PTBXL_SUPERCLASSES
 from aclecg_core.data.loading import load_cohort
 from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
-from aclecg_core.evaluation.probe import patient_split, probe_cohorts, ptbxl_split
+from aclecg_core.evaluation.metrics import paired_bootstrap
+from aclecg_core.evaluation.probe import C_GRID, ptbxl_split, split_features
+from aclecg_core.evaluation.reference import FractionProbe, probe_fraction
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
 from aclecg_core.fed.config import FederationConfig, load_config
-from aclecg_core.fed.partition import (
-    partition_by_site,
-    partition_dirichlet,
-    partition_iid,
-)
+from aclecg_core.fed.partition import partition_by_site
 from aclecg_core.fed.training import train_site
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import CACHE, DATA, RESULTS, ROOT, finish, metadata, write_json
 
-PREPROCESSING = PreprocessConfig(window_s=5.0, stride_s=10.0)
+PREPROCESSING = PreprocessConfig(window_s=5.0, stride_s=10.0)  # pretraining corpora
+PROBE_PREPROCESSING = PreprocessConfig(window_s=5.0, stride_s=5.0)  # whole records probed
+REAL = ("ptbxl", "ptbxl-more", "cinc", "code15")
+ORIGINAL = ("ptbxl", "cinc")  # the 550 records the project started with
+SECTIONS = ("probe", "ablation", "size", "finetune", "federated", "scaling")
+DRAW_SEED = 1000  # label draws 1000, 1001, ...: the same subsets for every encoder
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Sizes of one benchmark run."""
+    """Sizes of one benchmark run (``epochs`` × corpus windows = samples seen per method)."""
 
     encoder: str = "tiny"
-    epochs: int = 4  # centralized epochs = federated rounds × 1 local epoch
-    batch_size: int = 32
+    larger: str = "small"
+    epochs: int = 10
+    batch_size: int = 64
     lr: float = 1e-3
-    synthetic_records: int = 100  # per site, 5 sites
-    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
-    finetune_epochs: int = 8
-    patience: int = 3
-    bootstrap: int = 100
+    fraction: float = 0.1
+    draws: int = 5
+    bootstrap: int = 1000
+    ablation_seeds: int = 3
+    size_seeds: int = 3
+    finetune_seeds: int = 3
+    finetune_epochs: int = 20
+    patience: int = 5
+    federated_seeds: int = 1
+    min_site_records: int = 16
+    scaling_epochs: tuple[int, ...] = (5, 20)
     gan_sites: int = 2
-    gan_records: int = 150
-    real_limit: int | None = None  # quick mode: keep every k-th PTB-XL / CinC record
+    gan_records: int = 250
+    real_limit: int | None = None  # quick mode: keep every k-th record
+    folders: tuple[str, ...] = REAL
+    small_folders: tuple[str, ...] = ORIGINAL
 
 
 FULL = Budget()
-QUICK = Budget(epochs=1, synthetic_records=8, fractions=(1.0,), finetune_epochs=1,
-               patience=1, bootstrap=10, gan_sites=1, gan_records=6, real_limit=6)
+QUICK = Budget(epochs=1, batch_size=16, draws=2, bootstrap=20, ablation_seeds=1, size_seeds=1,
+               finetune_seeds=1, finetune_epochs=1, patience=1, federated_seeds=1,
+               min_site_records=4, scaling_epochs=(2,), gan_sites=1, gan_records=6, real_limit=3,
+               folders=("ptbxl", "cinc"), small_folders=("ptbxl",))
 
 
 # --- data --------------------------------------------------------------------------------------
 
-def _load(paths: list[Path], layout: str = "auto") -> Cohort:
-    return load_cohort(paths, layout=layout, preprocessing=PREPROCESSING,
+def _load(paths: list[Path], preprocessing: PreprocessConfig = PREPROCESSING) -> Cohort:
+    return load_cohort(paths, layout="auto", preprocessing=preprocessing,
                        cache_dir=CACHE / "cohorts", workers=1)
 
 
-def synthetic_root(records: int) -> Path:
-    """Five synthetic sites (seed 0) written once into the benchmark cache."""
-    from aclecg_core.data.synth import write_synthetic_cohort
+def unlabeled(cohort: Cohort) -> Cohort:
+    """The records that may be pretrained on: all but PTB-XL folds 9 and 10."""
+    return cohort.select_records(np.array([r.fold not in (9, 10) for r in cohort.records]))
 
-    out = CACHE / f"synthetic-seed0-5x{records}"
-    if not (out / ".complete").is_file():
-        write_synthetic_cohort(out, sites=5, records_per_site=records, seed=0, workers=1)
-        (out / ".complete").write_text("ok\n")
-    return out
+
+def in_folders(cohort: Cohort, names: tuple[str, ...]) -> np.ndarray:
+    """Boolean (n_records,): the records below ``DATA / name`` for a name of ``names``."""
+    roots = [str(DATA / name) + "/" for name in names]
+    return np.array([r.path.startswith(tuple(roots)) for r in cohort.records])
+
+
+def thin(cohort: Cohort, every: int | None) -> Cohort:
+    """Every ``every``-th record (quick mode), all records when None."""
+    if every is None:
+        return cohort
+    keep = np.zeros(len(cohort.records), dtype=bool)
+    keep[::every] = True
+    return cohort.select_records(keep)
 
 
 def gan_root(sites: int, records: int) -> Path:
@@ -110,57 +156,69 @@ def gan_root(sites: int, records: int) -> Path:
     return out
 
 
-def thin(cohort: Cohort, every: int | None) -> Cohort:
-    """Every ``every``-th record (quick mode), all records when None."""
-    if every is None:
-        return cohort
-    keep = np.zeros(len(cohort.records), dtype=bool)
-    keep[::every] = True
-    return cohort.select_records(keep)
-
-
 @dataclass
-class Task:
-    """Pretraining corpus, its federated partitions, and the labeled evaluation data."""
+class Reference:
+    """The labeled PTB-XL parts (record-level labels) and the unlabeled pretraining corpora."""
 
-    name: str
-    corpus: Cohort
     classes: list[str]
-    probe_train: Cohort
-    probe_val: Cohort
-    probe_test: Cohort
-    ft_train: Cohort
-    ft_val: Cohort
-    ft_test: Cohort
+    train: Cohort
+    val: Cohort
+    test: Cohort
+    corpus: Cohort
+    small_corpus: Cohort
+    settings: dict[str, tuple[float, int]] = field(default_factory=dict)
+    y_test: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    def set_label_draws(self, fraction: float, draws: int) -> None:
+        """The label settings (name -> (fraction, draws)): all labels, and ``draws`` stratified
+        draws of ``fraction`` (seeded with :data:`DRAW_SEED`: the same for every encoder)."""
+        self.settings = {"100%": (1.0, 1), f"{fraction:.0%}": (fraction, draws)}
+        self.y_test = self.test.record_label_matrix(self.classes)
 
 
-def synthetic_task(b: Budget) -> Task:
-    root = synthetic_root(b.synthetic_records)
-    corpus = _load([root / f"site{k}" for k in range(1, 5)])
-    held = _load([root / "site5"])
-    ft_train, ft_val = patient_split(corpus, 0.2, seed=0)
-    return Task("synthetic", corpus, list(SYNTHETIC_CLASSES), ft_train, ft_val, held, ft_train,
-                ft_val, held)
+def reference(b: Budget) -> Reference:
+    real = thin(_load([DATA / name for name in b.folders]), b.real_limit)
+    ptbxl = [DATA / name for name in b.folders if name.startswith("ptbxl")]
+    train, val, test = ptbxl_split(thin(_load(ptbxl, PROBE_PREPROCESSING), b.real_limit))
+    corpus = unlabeled(real)
+    ref = Reference(list(PTBXL_SUPERCLASSES), train, val, test, corpus,
+                    corpus.select_records(in_folders(corpus, b.small_folders)))
+    ref.set_label_draws(b.fraction, b.draws)
+    return ref
 
 
-def real_task(b: Budget) -> Task:
-    ptbxl = thin(_load([DATA / "ptbxl"], "ptbxl"), b.real_limit)
-    cinc = thin(_load([DATA / "cinc"], "cinc"), b.real_limit)
-    train, val, test = ptbxl_split(ptbxl)
-    corpus = _load([DATA / "ptbxl", DATA / "cinc"])
-    folds = np.array([r.fold if r.source == "ptbxl" else 0 for r in corpus.records])
-    keep = (folds <= 8) & np.isin([r.record_id for r in corpus.records],
-                                  [r.record_id for r in train.records + cinc.records])
-    corpus = corpus.select_records(keep)
-    return Task("real", corpus, list(PTBXL_SUPERCLASSES), train, val, test, train, val, test)
+def gan_corpus(b: Budget) -> Cohort:
+    """The real corpus plus ``gan_sites × gan_records`` GAN records (quick mode thins the
+    combined list)."""
+    folders = [DATA / name for name in b.folders] + [gan_root(b.gan_sites, b.gan_records)]
+    return unlabeled(thin(_load(folders), b.real_limit))
 
 
-# --- training ----------------------------------------------------------------------------------
+# --- probing -----------------------------------------------------------------------------------
 
-def fed_config(b: Budget, method: str, seed: int, device: str) -> FederationConfig:
-    return load_config({"config-file": "", "encoder": b.encoder, "method": method,
-                        "local-epochs": 1, "batch-size": b.batch_size, "lr": b.lr,
-                        "seed": seed, "device": device, "min-sites": 1}, ROOT)
+def probe_encoder(model: AclEcgModel, ref: Reference, b: Budget,
+                  device: str) -> dict[str, FractionProbe]:
+    """Linear probes of ``model`` on every label setting of ``ref`` (C chosen on fold 9)."""
+    data = split_features(model, ref.train, ref.val, ref.test, ref.classes, device)
+    return {name: probe_fraction(data, ref.classes, fraction, draws, seed=DRAW_SEED,
+                                 n_bootstrap=0)
+            for name, (fraction, draws) in ref.settings.items()}
+
+
+# --- pretraining -------------------------------------------------------------------------------
+
+def central_pretrain(b: Budget, method: str, seed: int, corpus: Cohort, device: str,
+                     encoder: str | None = None, epochs: int | None = None,
+                     **options: str) -> tuple[AclEcgModel, dict[str, Any]]:
+    model = build_model(EncoderConfig(size=encoder or b.encoder), seed=seed)
+    if method == "random":
+        return model, {"seconds": 0.0, "samples_seen": 0, "losses": []}
+    cfg = PretrainConfig(method=method, epochs=epochs or b.epochs, batch_size=b.batch_size,
+                         lr=b.lr, seed=seed, **options)  # type: ignore[arg-type]
+    result = pretrain(model, corpus, cfg, device=device)
+    return model, {"seconds": round(result.seconds, 1), "samples_seen": cfg.epochs * len(corpus),
+                   "windows": len(corpus), "epochs": cfg.epochs,
+                   "losses": [round(v, 4) for v in result.losses]}
 
 
 def fedavg(updates: list[tuple[dict[str, np.ndarray], int]],
@@ -177,11 +235,25 @@ def fedavg(updates: list[tuple[dict[str, np.ndarray], int]],
     return restore_dtypes({k: v.numpy() for k, v in aggregated.items()}, template)
 
 
-def federated_pretrain(b: Budget, method: str, seed: int, sites: list[Cohort],
+def fed_config(b: Budget, seed: int, device: str) -> FederationConfig:
+    return load_config({"config-file": "", "encoder": b.encoder, "method": "acl",
+                        "local-epochs": 1, "batch-size": b.batch_size, "lr": b.lr,
+                        "seed": seed, "device": device, "min-sites": 1}, ROOT)
+
+
+def federated_pretrain(b: Budget, seed: int, corpus: Cohort,
                        device: str) -> tuple[AclEcgModel, dict[str, Any]]:
-    """``b.epochs`` FedAvg rounds of one local epoch on every site; a site whose training fails
-    (e.g. fewer than two records) is left out of that round, as the ServerApp does."""
-    cfg = fed_config(b, method, seed, device)
+    """``b.epochs`` FedAvg rounds of one local ACL-ECG epoch on every site of ``corpus``; the
+    sites with fewer than ``b.min_site_records`` records (most of PTB-XL's 46 recording sites
+    hold 1-6 records here) train as one pooled site, so that every record is trained on."""
+    names, masks = partition_by_site(corpus)
+    small = [m.sum() < b.min_site_records for m in masks]
+    if sum(small) > 1:
+        pooled = np.any([m for m, s in zip(masks, small, strict=True) if s], axis=0)
+        names = [n for n, s in zip(names, small, strict=True) if not s] + ["pooled small sites"]
+        masks = [m for m, s in zip(masks, small, strict=True) if not s] + [pooled]
+    sites = [corpus.select_records(m) for m in masks]
+    cfg = fed_config(b, seed, device)
     model = build_model(EncoderConfig(size=b.encoder), seed=seed)
     global_arrays = select_keys(to_numpy(model.state_dict()), cfg.run.aggregate)
     start, failures, losses = time.perf_counter(), 0, []
@@ -198,233 +270,349 @@ def federated_pretrain(b: Budget, method: str, seed: int, sites: list[Cohort],
         if not updates:
             raise RuntimeError(f"round {server_round}: every site failed")
         global_arrays = fedavg(updates, global_arrays)
-        losses.append(float(np.mean(round_losses)))
+        losses.append(round(float(np.mean(round_losses)), 4))
     model.load_state_dict(to_torch(global_arrays), strict=False)
-    info = {"seconds": time.perf_counter() - start, "samples_seen": b.epochs * sum(map(len, sites)),
-            "losses": losses, "site_failures": failures, "sites": [len(s) for s in sites]}
-    return model, info
+    return model, {"seconds": round(time.perf_counter() - start, 1),
+                   "samples_seen": b.epochs * len(corpus), "windows": len(corpus),
+                   "epochs": b.epochs, "losses": losses, "site_failures": failures,
+                   "sites": {n: len(s.records) for n, s in zip(names, sites, strict=True)}}
 
 
-def central_pretrain(b: Budget, method: str, seed: int, corpus: Cohort, device: str,
-                     epochs: int | None = None) -> tuple[AclEcgModel, dict[str, Any]]:
-    model = build_model(EncoderConfig(size=b.encoder), seed=seed)
-    cfg = PretrainConfig(method=method, epochs=epochs or b.epochs, batch_size=b.batch_size,
-                         lr=b.lr, seed=seed)
-    result = pretrain(model, corpus, cfg, device=device)
-    return model, {"seconds": result.seconds, "samples_seen": cfg.epochs * len(corpus),
-                   "losses": result.losses}
+# --- the benchmark -----------------------------------------------------------------------------
+
+@dataclass
+class Bench:
+    """Runs, probes (kept in memory for the paired comparisons) and the results file."""
+
+    b: Budget
+    ref: Reference
+    device: str
+    out: Path
+    header: dict[str, Any]
+    started: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[tuple[str, int], dict[str, FractionProbe]] = field(default_factory=dict)
+    finetunes: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, section: str, name: str, seed: int, model: AclEcgModel,
+            info: dict[str, Any]) -> None:
+        """Probe ``model`` and record it as variant ``name`` of ``section``."""
+        t = time.perf_counter()
+        probes = probe_encoder(model, self.ref, self.b, self.device)
+        self.probes[(name, seed)] = probes
+        row = {"section": section, "variant": name, "seed": seed, "pretrain": info,
+               "probe_seconds": round(time.perf_counter() - t, 1), "probe": {
+                   setting: {"auroc": _rounded(asdict(fp.auroc)),
+                             "auprc": _rounded(asdict(fp.auprc)),
+                             "auroc_draws": [round(d.macro_auroc, 4) for d in fp.draws],
+                             "c": [d.c for d in fp.draws],
+                             "val_auroc": [round(d.val_auroc, 4) for d in fp.draws],
+                             "n_train": [d.n_train for d in fp.draws]}
+                   for setting, fp in probes.items()}}
+        self.rows.append(row)
+        short = {k: round(v["auroc"]["mean"], 4) for k, v in row["probe"].items()}
+        print(f"[quality] {section:9s} {name:22s} seed {seed}  test AUROC {short}  "
+              f"({info.get('seconds', 0):.0f} s pretrain, {row['probe_seconds']:.0f} s probe)",
+              flush=True)
+        self.write()
+
+    def compare(self, name: str, baseline: str) -> dict[str, Any]:
+        """Paired bootstrap of ``name`` minus ``baseline`` over the seeds both have (the scores
+        of every seed and label draw stacked: the difference of the means over them)."""
+        seeds = sorted(s for (n, s) in self.probes if n == name and (baseline, s) in self.probes)
+        if not seeds:
+            return {}
+        out: dict[str, Any] = {"seeds": seeds}
+        for setting in self.ref.settings:
+            a = np.concatenate([self.probes[(name, s)][setting].test_scores for s in seeds])
+            r = np.concatenate([self.probes[(baseline, s)][setting].test_scores for s in seeds])
+            diff = paired_bootstrap(self.ref.y_test, a, r, seed=0, n_bootstrap=self.b.bootstrap)
+            per_seed = [self.probes[(name, s)][setting].auroc.mean for s in seeds]
+            out[setting] = {**_rounded(diff.to_dict()),
+                            "auroc_per_seed": [round(v, 4) for v in per_seed],
+                            "auroc_sd_over_seeds": round(float(np.std(per_seed, ddof=1)), 4)
+                            if len(per_seed) > 1 else 0.0}
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        names = sorted({n for n, _ in self.probes})
+        versus = {"random": [n for n in names if n != "random" and not n.startswith(
+            self.b.larger)], f"{self.b.larger}-random": [n for n in names if n.startswith(
+                self.b.larger) and n != f"{self.b.larger}-random"]}
+        out: dict[str, Any] = {}
+        for baseline, others in versus.items():
+            for name in others:
+                out[f"{name} vs {baseline}"] = self.compare(name, baseline)
+        for name in ("acl-intra", "acl-inter", "acl-simclr-views", "clocs", "simclr"):
+            if name in names and "acl" in names:
+                out[f"acl vs {name}"] = self.compare("acl", name)
+        if f"{self.b.larger}-acl" in names:
+            out[f"{self.b.larger}-acl vs acl"] = self.compare(f"{self.b.larger}-acl", "acl")
+            out[f"{self.b.larger}-random vs random"] = self.compare(
+                f"{self.b.larger}-random", "random")
+        if "federated-acl" in names:
+            out["federated-acl vs acl"] = self.compare("federated-acl", "acl")
+        return {k: v for k, v in out.items() if v}
+
+    def write(self) -> None:
+        result = {**finish(self.header, self.started, time.perf_counter()),
+                  "budget": {k: (list(v) if isinstance(v, tuple) else v)
+                             for k, v in vars(self.b).items()},
+                  "c_grid": list(C_GRID), "preprocessing": PREPROCESSING.to_dict(),
+                  "probe_preprocessing": PROBE_PREPROCESSING.to_dict(),
+                  "data": {name: {"records": len(getattr(self.ref, name).records),
+                                  "windows": len(getattr(self.ref, name))}
+                           for name in ("train", "val", "test", "corpus", "small_corpus")},
+                  "summary": self.summary(), "finetune": self.finetunes, "runs": self.rows,
+                  "errors": self.errors}
+        write_json(self.out, result)
 
 
-def _metrics(result: Any) -> dict[str, Any]:
-    d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-    return {k: d[k] for k in ("macro_auroc", "macro_auprc", "auroc_ci", "auprc_ci", "n_test")}
+def _rounded(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else
+            [round(x, 4) for x in v] if isinstance(v, list | tuple) else v for k, v in d.items()}
 
 
-def evaluate_encoder(b: Budget, task: Task, model: AclEcgModel, seed: int, device: str,
-                     fractions: tuple[float, ...]) -> dict[str, Any]:
-    """Linear probe, then fine-tuning of a copy of the encoder on each label fraction."""
-    probe = probe_cohorts(model, task.probe_train, task.probe_val, task.probe_test, task.classes,
-                          device=device, seed=seed, n_bootstrap=b.bootstrap)
-    out: dict[str, Any] = {"probe": {**_metrics(probe), "n_train": probe.n_train}}
-    ft_cfg = FinetuneConfig(epochs=b.finetune_epochs, batch_size=b.batch_size, lr=b.lr,
-                            patience=b.patience, seed=seed, n_bootstrap=b.bootstrap)
-    for fraction in fractions:
-        res = finetune(copy.deepcopy(model), task.ft_train, task.ft_val, task.ft_test,
-                       task.classes, fraction, ft_cfg, device=device)
-        out[f"finetune@{fraction:g}"] = {**_metrics(res.test), "n_train": res.n_train_records,
-                                         "best_epoch": res.best_epoch, "seconds": res.seconds}
-    return out
+@dataclass(frozen=True)
+class Job:
+    """One encoder to train (and probe), or one fine-tuning run, of a section."""
+
+    section: str
+    variant: str
+    seed: int
+    method: str = "acl"  # or simclr, clocs, random (no pretraining), federated
+    encoder: str = ""  # "" = the budget's preset
+    corpus: str = "corpus"  # corpus, small_corpus or real+gan
+    epochs: int = 0  # 0 = the budget's epochs
+    options: tuple[tuple[str, str], ...] = ()  # extra PretrainConfig fields (the ablation)
+    finetune_fraction: float = 0.0  # > 0: fine-tune on this fraction instead of probing
 
 
-# --- the sections ------------------------------------------------------------------------------
-
-def run_task(b: Budget, task: Task, seeds: list[int], device: str, partitions: list[str],
-             log: list[dict[str, Any]]) -> None:
-    """Centralized ACL / SimCLR / random-init (+ fine-tuning), then federated per partition."""
+def plan(b: Budget, seeds: list[int], sections: list[str], corpus_windows: int,
+         small_windows: int) -> list[Job]:
+    """Every job, in the order they should finish: the probe section for all seeds, then one
+    seed of every other section, then the remaining seeds."""
+    first: list[Job] = []
+    later: list[Job] = []
     for seed in seeds:
-        for method in ("acl", "simclr", "random"):
-            if method == "random":
-                model, info = build_model(EncoderConfig(size=b.encoder), seed=seed), {
-                    "seconds": 0.0, "samples_seen": 0, "losses": []}
-            else:
-                model, info = central_pretrain(b, method, seed, task.corpus, device)
-            evals = evaluate_encoder(b, task, model, seed, device, b.fractions)
-            _record(log, task.name, "centralized", "pooled", method, seed, info, evals)
-        for partition in partitions:
-            sites = split_sites(task, partition, seed)
-            for method in ("acl", "simclr"):
-                model, info = federated_pretrain(b, method, seed, sites, device)
-                evals = evaluate_encoder(b, task, model, seed, device, ())
-                _record(log, task.name, "federated", partition, method, seed, info, evals)
+        if "probe" in sections:
+            first += [Job("probe", m, seed, m) for m in ("random", "simclr", "clocs", "acl")]
+        jobs: list[Job] = []
+        if "ablation" in sections and seed < b.ablation_seeds:
+            jobs += [Job("ablation", "acl-intra", seed, options=(("acl_terms", "intra"),)),
+                     Job("ablation", "acl-inter", seed, options=(("acl_terms", "inter"),)),
+                     Job("ablation", "acl-simclr-views", seed, options=(("views", "simclr"),))]
+        if "size" in sections and seed < b.size_seeds:
+            jobs += [Job("size", f"{b.larger}-{m}", seed, m, encoder=b.larger)
+                     for m in ("random", "acl")]
+        if "finetune" in sections and seed < b.finetune_seeds:
+            jobs += [Job("finetune", "acl@10%", seed, finetune_fraction=b.fraction),
+                     Job("finetune", "supervised@100%", seed, "random", finetune_fraction=1.0),
+                     Job("finetune", "supervised@10%", seed, "random",
+                         finetune_fraction=b.fraction)]
+        if "federated" in sections and seed < b.federated_seeds:
+            jobs.append(Job("federated", "federated-acl", seed, "federated"))
+        if "scaling" in sections and seed == seeds[0]:
+            same = max(1, round(b.epochs * corpus_windows / small_windows))
+            jobs += [Job("scaling", "acl-550-folders", seed, corpus="small_corpus"),
+                     Job("scaling", "acl-550-folders-same-samples", seed, corpus="small_corpus",
+                         epochs=same)]
+            jobs += [Job("scaling", f"acl-{e}-epochs", seed, epochs=e) for e in b.scaling_epochs]
+            jobs.append(Job("scaling", "acl-real+gan", seed, corpus="real+gan"))
+        (later if seed != seeds[0] else first).extend(jobs)
+    return first + later
 
 
-def split_sites(task: Task, partition: str, seed: int) -> list[Cohort]:
-    corpus = task.corpus
-    if partition == "site":
-        _, masks = partition_by_site(corpus)
-    elif partition == "iid":
-        masks = partition_iid(corpus, 4, seed=seed)
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(b: Budget, device: str, threads: int, with_gan: bool,
+                 ref: Reference | None = None) -> None:
+    """Load the data once per process (from the cohort cache)."""
+    torch.set_num_threads(threads)
+    ref = ref or reference(b)
+    corpora = {"corpus": ref.corpus, "small_corpus": ref.small_corpus}
+    if with_gan:
+        corpora["real+gan"] = gan_corpus(b)
+    _WORKER.update(budget=b, device=device, ref=ref, corpora=corpora)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train the job's encoder (and fine-tune it); returns its state dict or its scores."""
+    b, device, ref = _WORKER["budget"], _WORKER["device"], _WORKER["ref"]
+    corpus = _WORKER["corpora"][job.corpus]
+    if job.method == "federated":
+        model, info = federated_pretrain(b, job.seed, corpus, device)
     else:
-        masks = partition_dirichlet(corpus, 4, 0.3, task.classes, seed=seed)
-    return [corpus.select_records(m) for m in masks]
+        model, info = central_pretrain(b, job.method, job.seed, corpus, device,
+                                       encoder=job.encoder or None, epochs=job.epochs or None,
+                                       **dict(job.options))
+    if not job.finetune_fraction:
+        return {"state": model.state_dict(), "config": model.config, "info": info}
+    cfg = FinetuneConfig(epochs=b.finetune_epochs, batch_size=b.batch_size, lr=b.lr,
+                         patience=b.patience, seed=job.seed, n_bootstrap=b.bootstrap)
+    res = finetune(copy.deepcopy(model), ref.train, ref.val, ref.test, ref.classes,
+                   job.finetune_fraction, cfg, device=device)
+    test = res.test.to_dict()
+    return {"info": info, "finetune": {
+        "n_train_records": res.n_train_records, "best_epoch": res.best_epoch,
+        "best_val_auroc": round(res.best_val_auroc, 4), "seconds": round(res.seconds, 1),
+        **{k: test[k] for k in ("macro_auroc", "macro_auprc", "auroc_ci", "auprc_ci")}}}
 
 
-def run_gan(b: Budget, task: Task, seeds: list[int], device: str,
-            log: list[dict[str, Any]]) -> None:
-    """ACL-ECG on real only / real + GAN / GAN only with the same samples seen (real-only
-    epochs × real windows), probed on PTB-XL."""
-    gan = _load([gan_root(b.gan_sites, b.gan_records)], "cinc")
-    mixed = _load([DATA / "ptbxl", DATA / "cinc", gan_root(b.gan_sites, b.gan_records)])
-    real_ids = {r.record_id for r in task.corpus.records}
-    mixed = mixed.select_records(np.array([r.record_id in real_ids or (r.source != "ptbxl"
-                                           and r.record_id.startswith("G"))
-                                           for r in mixed.records]))
-    budget = b.epochs * len(task.corpus)
-    for seed in seeds:
-        for corpus_name, corpus in (("real", task.corpus), ("real+gan", mixed), ("gan", gan)):
-            epochs = max(1, round(budget / len(corpus)))
-            model, info = central_pretrain(b, "acl", seed, corpus, device, epochs=epochs)
-            info = {**info, "epochs": epochs, "windows": len(corpus)}
-            evals = evaluate_encoder(b, task, model, seed, device, ())
-            _record(log, "gan", "centralized", corpus_name, "acl", seed, info, evals)
+def execute(bench: Bench, jobs: list[Job], workers: int, threads: int) -> None:
+    """Run ``jobs`` (``workers`` processes, or in this one), probing each encoder here as it
+    arrives; the results file is rewritten after every job."""
+    with_gan = any(j.corpus == "real+gan" for j in jobs)
+    if with_gan:
+        gan_root(bench.b.gan_sites, bench.b.gan_records)  # generated once, before the workers
+
+    def record(job: Job, out: dict[str, Any]) -> None:
+        if "finetune" in out:
+            bench.finetunes.append({"variant": job.variant, "seed": job.seed,
+                                    "pretrain": out["info"], **out["finetune"]})
+            print(f"[quality] finetune  {job.variant:22s} seed {job.seed}  test AUROC "
+                  f"{out['finetune']['macro_auroc']:.4f}", flush=True)
+            bench.write()
+            return
+        model = build_model(out["config"])
+        model.load_state_dict(out["state"])
+        bench.add(job.section, job.variant, job.seed, model, out["info"])
+
+    def guarded(job: Job, result: Callable[[], dict[str, Any]]) -> None:
+        try:
+            record(job, result())
+        except Exception as exc:  # one failed job must not lose the others
+            bench.errors.append(f"{job.section}/{job.variant}/seed {job.seed}: {exc!r}")
+            print(f"[quality] FAILED {job}: {exc!r}", flush=True)
+            bench.write()
+
+    if workers <= 1:
+        _init_worker(bench.b, bench.device, threads, with_gan, bench.ref)
+        for job in jobs:
+            guarded(job, lambda job=job: run_job(job))  # type: ignore[misc]
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, context, _init_worker,
+                             (bench.b, bench.device, threads, with_gan)) as pool:
+        for job, future in [(job, pool.submit(run_job, job)) for job in jobs]:
+            guarded(job, future.result)
 
 
-def _record(log: list[dict[str, Any]], dataset: str, setting: str, partition: str,
-            method: str, seed: int, info: dict[str, Any], evals: dict[str, Any]) -> None:
-    row = {"dataset": dataset, "setting": setting, "partition": partition, "method": method,
-           "seed": seed, "pretrain": info, **evals}
-    log.append(row)
-    print(f"[quality] {dataset:9s} {setting:11s} {partition:9s} {method:6s} seed {seed}  probe "
-          f"AUROC {evals['probe']['macro_auroc']:.3f}  ({info['seconds']:.0f} s pretrain)",
-          flush=True)
+# --- markdown tables of a results file (docs/results.md) ----------------------------------------
+
+NAMES = {"random": "random-init", "simclr": "SimCLR", "clocs": "CLOCS", "acl": "ACL-ECG",
+         "acl-intra": "ACL-ECG, intra-region term only", "acl-inter":
+         "ACL-ECG, inter-region term only", "acl-simclr-views": "ACL-ECG loss, SimCLR's views"}
 
 
-def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, sample SD, min and max over seeds; ``*_ci_mean``: the seeds' bootstrap 95 %
-    intervals averaged bound by bound."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in runs:
-        for key, value in row.items():
-            if key == "probe" or key.startswith("finetune@"):
-                ident = (row["dataset"], row["setting"], row["partition"], row["method"], key)
-                groups.setdefault(ident, []).append(value)
-    out = []
-    for (dataset, setting, partition, method, evaluation), values in groups.items():
-        entry: dict[str, Any] = {"dataset": dataset, "setting": setting, "partition": partition,
-                                 "method": "supervised" if method == "random"
-                                 and evaluation != "probe" else method,
-                                 "evaluation": evaluation, "n_seeds": len(values)}
-        for metric in ("auroc", "auprc"):
-            v = np.array([x[f"macro_{metric}"] for x in values], dtype=float)
-            ci = np.array([x[f"{metric}_ci"] for x in values], dtype=float)
-            entry[metric] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1
-                             else 0.0, "min": float(v.min()), "max": float(v.max()),
-                             "ci_mean": [float(ci[:, 0].mean()), float(ci[:, 1].mean())],
-                             "per_seed": v.tolist()}
-        out.append(entry)
-    return out
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "—"
+    sd = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.3f}{sd}"
 
 
-def plot(summary: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Bar charts of the probe / fine-tune macro AUROC (mean ± SD over seeds)."""
-    import matplotlib
+def _variant_cells(result: dict[str, Any], variant: str, setting: str) -> tuple[str, str, int]:
+    rows = [r for r in result["runs"] if r["variant"] == variant and setting in r["probe"]]
+    return (_cell([r["probe"][setting]["auroc"]["mean"] for r in rows]),
+            _cell([r["probe"][setting]["auprc"]["mean"] for r in rows]), len(rows))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    probes = [s for s in summary if s["evaluation"] == "probe"]
-    if probes:
-        fig, ax = plt.subplots(figsize=(10, 4))
-        labels = [f"{s['dataset']}\n{s['setting'][:4]} {s['partition']}\n{s['method']}"
-                  for s in probes]
-        means = [s["auroc"]["mean"] for s in probes]
-        colors = [{"acl": "C0", "simclr": "C1", "random": "C7"}.get(s["method"], "C2")
-                  for s in probes]
-        ax.bar(range(len(probes)), means, yerr=[s["auroc"]["sd"] for s in probes],
-               color=colors, capsize=2)
-        ax.set_xticks(range(len(probes)), labels, fontsize=5)
-        ax.set_ylim(0.4, 1.0)
-        ax.axhline(0.5, color="k", lw=0.5)
-        ax.set_ylabel("linear-probe macro AUROC")
-        ax.set_title("Linear probe, mean ± SD over seeds "
-                     "(blue ACL-ECG, orange SimCLR, grey random)")
-        fig.tight_layout()
-        written.append(out_dir / "results_quality_probe.png")
-        fig.savefig(written[-1], dpi=130)
-        plt.close(fig)
-    tunes = [s for s in summary if s["evaluation"].startswith("finetune@")]
-    datasets = sorted({s["dataset"] for s in tunes})
-    if tunes:
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)
-        for ax, dataset in zip(axes[0], datasets, strict=True):
-            for method, color in (("acl", "C0"), ("simclr", "C1"), ("supervised", "C7")):
-                rows = sorted((float(s["evaluation"].split("@")[1]), s["auroc"]) for s in tunes
-                              if s["dataset"] == dataset and s["method"] == method)
-                if rows:
-                    x = [r[0] * 100 for r in rows]
-                    ax.errorbar(x, [r[1]["mean"] for r in rows], yerr=[r[1]["sd"] for r in rows],
-                                label=method, color=color, marker="o", capsize=3)
-            ax.set_xscale("log")
-            ax.set_xlabel("labeled training records (%)")
-            ax.set_ylabel("fine-tune macro AUROC")
-            ax.set_title(dataset)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out_dir / "results_quality_label_efficiency.png")
-        fig.savefig(written[-1], dpi=130)
-        plt.close(fig)
-    return written
+def _diff(result: dict[str, Any], key: str, setting: str, metric: str = "auroc") -> str:
+    block = result["summary"].get(key, {}).get(setting)
+    if not block:
+        return "—"
+    low, high = block[f"{metric}_diff_ci"]
+    return f"{block[f'{metric}_diff']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def tables(result: dict[str, Any]) -> str:
+    """The results page's tables: cells are mean ± SD over seeds of the macro score (each
+    seed's score is the mean over its label draws); differences are paired bootstrap means with
+    95 % intervals over the fold-10 records (seeds and draws pooled)."""
+    settings = list(next(iter(result["runs"]))["probe"]) if result["runs"] else []
+    low = [s for s in settings if s != "100%"]
+    order = [*low, "100%"] if "100%" in settings else low
+    variants = list(dict.fromkeys(r["variant"] for r in result["runs"]))
+    lines = []
+    head = "| encoder | seeds | " + " | ".join(
+        f"{s} AUROC | {s} AUPRC | {s} Δ AUROC vs random-init" for s in order) + " |"
+    lines += ["#### Linear probe", "", head, "|" + "---|" * (2 + 3 * len(order))]
+    for v in variants:
+        cells = []
+        n = 0
+        for s in order:
+            auroc, auprc, n = _variant_cells(result, v, s)
+            base = f"{result['budget']['larger']}-random" if v.startswith(
+                result["budget"]["larger"]) else "random"
+            cells += [auroc, auprc, _diff(result, f"{v} vs {base}", s)]
+        lines.append(f"| {NAMES.get(v, v)} | {n} | " + " | ".join(cells) + " |")
+    pairs = [k for k in result["summary"] if not k.endswith("vs random")
+             and not k.endswith("-random")]
+    if pairs:
+        lines += ["", "#### Paired differences", "",
+                  "| comparison | seeds | " + " | ".join(
+                      f"{s} Δ AUROC | {s} Δ AUPRC" for s in order) + " |",
+                  "|" + "---|" * (2 + 2 * len(order))]
+        for k in pairs:
+            seeds = len(result["summary"][k]["seeds"])
+            cells = [_diff(result, k, s, m) for s in order for m in ("auroc", "auprc")]
+            lines.append(f"| {k} | {seeds} | " + " | ".join(cells) + " |")
+    if result.get("finetune"):
+        lines += ["", "#### Fine-tuning (test macro AUROC / AUPRC, mean ± SD over seeds)", "",
+                  "| variant | seeds | labeled records | AUROC | AUPRC | best epoch |",
+                  "|---|---|---|---|---|---|"]
+        for v in dict.fromkeys(r["variant"] for r in result["finetune"]):
+            rows = [r for r in result["finetune"] if r["variant"] == v]
+            lines.append(f"| {v} | {len(rows)} | {rows[0]['n_train_records']} | "
+                         f"{_cell([r['macro_auroc'] for r in rows])} | "
+                         f"{_cell([r['macro_auprc'] for r in rows])} | "
+                         f"{', '.join(str(r['best_epoch']) for r in rows)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 seed, seconds")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3, quick 1)")
-    parser.add_argument("--parts", default="synthetic,real,gan")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: fastest on a shared 2-core machine)")
+                        help="torch intra-op threads per process (1: fastest for tiny)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes training encoders in parallel (1: all in this one)")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--figures", type=Path, default=None,
-                        help="folder for PNG plots (default docs/figures; none with --quick)")
+    parser.add_argument("--tables", type=Path, default=None,
+                        help="print the markdown tables of this results file and exit")
     args = parser.parse_args(argv)
+    if args.tables:
+        result = json.loads(args.tables.read_text())
+        print(tables(result), end="")
+        return dict(result)
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)  # BLAS of the probes' logistic regressions
     b = QUICK if args.quick else FULL
+    if args.epochs:
+        b = replace(b, epochs=args.epochs)
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
-    parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(parts) - {"synthetic", "real", "gan"})
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        parser.error(f"unknown parts {unknown}")
+        parser.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
     out = args.out or RESULTS / ("quality-quick.json" if args.quick else "quality.json")
-    meta = metadata("quality", None if argv is None else ["benchmarks/quality.py", *argv])
-    started = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    if "synthetic" in parts:
-        run_task(b, synthetic_task(b), seeds, args.device, ["site", "iid", "dirichlet"], runs)
-    if "real" in parts or "gan" in parts:
-        real = real_task(b)
-        if "real" in parts:
-            run_task(b, real, seeds, args.device, ["site"], runs)
-        if "gan" in parts:
-            run_gan(b, real, seeds, args.device, runs)
-    summary = summarize(runs)
-    result = {
-        **finish(meta, started, time.perf_counter()),
-        "mode": "quick" if args.quick else "full",
-        "seeds": seeds,
-        "budget": {**{k: v for k, v in vars(b).items()}, "fractions": list(b.fractions)},
-        "preprocessing": PREPROCESSING.to_dict(),
-        "summary": summary,
-        "runs": runs,
-    }
-    write_json(out, result)
-    figures = args.figures or (None if args.quick else ROOT / "docs" / "figures")
-    if figures is not None:
-        plot(summary, figures)
-    print(f"[quality] wrote {out} in {result['wall_seconds']} s", flush=True)
-    return result
+    header = {**metadata("quality", None if argv is None else ["benchmarks/quality.py", *argv]),
+              "mode": "quick" if args.quick else "full", "seeds": seeds, "sections": sections}
+    bench = Bench(b, reference(b), args.device, out, header, time.perf_counter())
+    jobs = plan(b, seeds, sections, len(bench.ref.corpus), len(bench.ref.small_corpus))
+    execute(bench, jobs, args.workers, args.threads)
+    bench.write()
+    print(f"[quality] wrote {out} in {time.perf_counter() - bench.started:.0f} s", flush=True)
+    return dict(json.loads(out.read_text()))
 
 
 if __name__ == "__main__":
