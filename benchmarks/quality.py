@@ -391,37 +391,33 @@ class Job:
 
 def plan(b: Budget, seeds: list[int], sections: list[str], corpus_windows: int,
          small_windows: int) -> list[Job]:
-    """Every job, in the order they should finish: the probe section for all seeds, then one
-    seed of every other section, then the remaining seeds."""
-    first: list[Job] = []
-    later: list[Job] = []
-    for seed in seeds:
-        if "probe" in sections:
-            first += [Job("probe", m, seed, m) for m in ("random", "simclr", "clocs", "acl")]
-        jobs: list[Job] = []
-        if "ablation" in sections and seed < b.ablation_seeds:
-            jobs += [Job("ablation", "acl-intra", seed, options=(("acl_terms", "intra"),)),
-                     Job("ablation", "acl-inter", seed, options=(("acl_terms", "inter"),)),
-                     Job("ablation", "acl-simclr-views", seed, options=(("views", "simclr"),))]
-        if "size" in sections and seed < b.size_seeds:
-            jobs += [Job("size", f"{b.larger}-{m}", seed, m, encoder=b.larger)
-                     for m in ("random", "acl")]
-        if "finetune" in sections and seed < b.finetune_seeds:
-            jobs += [Job("finetune", "acl@10%", seed, finetune_fraction=b.fraction),
-                     Job("finetune", "supervised@100%", seed, "random", finetune_fraction=1.0),
-                     Job("finetune", "supervised@10%", seed, "random",
-                         finetune_fraction=b.fraction)]
-        if "federated" in sections and seed < b.federated_seeds:
-            jobs.append(Job("federated", "federated-acl", seed, "federated"))
-        if "scaling" in sections and seed == seeds[0]:
-            same = max(1, round(b.epochs * corpus_windows / small_windows))
-            jobs += [Job("scaling", "acl-550-folders", seed, corpus="small_corpus"),
-                     Job("scaling", "acl-550-folders-same-samples", seed, corpus="small_corpus",
-                         epochs=same)]
-            jobs += [Job("scaling", f"acl-{e}-epochs", seed, epochs=e) for e in b.scaling_epochs]
-            jobs.append(Job("scaling", "acl-real+gan", seed, corpus="real+gan"))
-        (later if seed != seeds[0] else first).extend(jobs)
-    return first + later
+    """Every job, in the order of :data:`SECTIONS` (their order of importance), each section
+    with all of its seeds."""
+    jobs: list[Job] = []
+    for seed in seeds if "probe" in sections else []:
+        jobs += [Job("probe", m, seed, m) for m in ("random", "simclr", "clocs", "acl")]
+    for seed in seeds[: b.ablation_seeds] if "ablation" in sections else []:
+        jobs += [Job("ablation", "acl-intra", seed, options=(("acl_terms", "intra"),)),
+                 Job("ablation", "acl-inter", seed, options=(("acl_terms", "inter"),)),
+                 Job("ablation", "acl-simclr-views", seed, options=(("views", "simclr"),))]
+    for seed in seeds[: b.size_seeds] if "size" in sections else []:
+        jobs += [Job("size", f"{b.larger}-{m}", seed, m, encoder=b.larger)
+                 for m in ("random", "acl")]
+    for seed in seeds[: b.finetune_seeds] if "finetune" in sections else []:
+        jobs += [Job("finetune", "acl@10%", seed, finetune_fraction=b.fraction),
+                 Job("finetune", "supervised@100%", seed, "random", finetune_fraction=1.0),
+                 Job("finetune", "supervised@10%", seed, "random", finetune_fraction=b.fraction)]
+    for seed in seeds[: b.federated_seeds] if "federated" in sections else []:
+        jobs.append(Job("federated", "federated-acl", seed, "federated"))
+    if "scaling" in sections:
+        seed = seeds[0]
+        same = max(1, round(b.epochs * corpus_windows / small_windows))
+        jobs += [Job("scaling", "acl-550-folders", seed, corpus="small_corpus"),
+                 Job("scaling", "acl-550-folders-same-samples", seed, corpus="small_corpus",
+                     epochs=same),
+                 Job("scaling", "acl-real+gan", seed, corpus="real+gan")]
+        jobs += [Job("scaling", f"acl-{e}-epochs", seed, epochs=e) for e in b.scaling_epochs]
+    return jobs
 
 
 _WORKER: dict[str, Any] = {}
