@@ -408,6 +408,8 @@ def plan(b: Budget, seeds: list[int], sections: list[str], corpus_windows: int,
                  Job("finetune", "supervised@100%", seed, "random", finetune_fraction=1.0),
                  Job("finetune", "supervised@10%", seed, "random", finetune_fraction=b.fraction)]
     for seed in seeds[: b.federated_seeds] if "federated" in sections else []:
+        if "probe" not in sections:  # its random-init reference
+            jobs.append(Job("probe", "random", seed, "random"))
         jobs.append(Job("federated", "federated-acl", seed, "federated"))
     if "scaling" in sections:
         seed = seeds[0]
