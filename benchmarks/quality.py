@@ -575,6 +575,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 seed, seconds")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3, quick 1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed, first-seed + 1, ... (to add seeds in a "
+                             "second run)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs")
     parser.add_argument("--device", default="cpu")
@@ -597,7 +600,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     b = QUICK if args.quick else FULL
     if args.epochs:
         b = replace(b, epochs=args.epochs)
-    seeds = list(range(args.seeds or (1 if args.quick else 3)))
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (1 if args.quick
+                                                                          else 3))))
     sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
