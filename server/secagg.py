@@ -35,7 +35,6 @@ from flwr.app import (
 from flwr.common import FitIns, FitRes, Parameters, Scalar, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common.recorddict_compat import arrayrecord_to_parameters
-from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.compat.grid_client_proxy import GridClientProxy
@@ -45,9 +44,9 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from aclecg_core.fed.config import RunSettings
+from server.grids import ForwardingGrid
 
 ARRAY_KEYS = "aclecg-array-keys"  # FitIns config: the names of the arrays, in order
 SECAGG_FAILED_CODE = 1002
@@ -94,35 +93,13 @@ def build_workflow(run: RunSettings, num_sites: int) -> SecAggPlusWorkflow:
                               timeout=run.round_timeout)
 
 
-class SecureAggregationGrid(Grid):
+class SecureAggregationGrid(ForwardingGrid):
     """``grid`` with each training round run as SecAgg+ (everything else passes through)."""
 
     def __init__(self, grid: Grid, run: RunSettings) -> None:
-        self.grid, self.settings = grid, run
+        super().__init__(grid)
+        self.settings = run
         self.stage_replies: list[list[Message]] = []
-
-    def set_run(self, run: Run) -> None:
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.grid.run
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
-
-    def get_nodes(self) -> Iterable[NodeInfo]:
-        return self.grid.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:

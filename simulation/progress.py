@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 from tqdm import tqdm
 
+from server.grids import ForwardingGrid
 
-class ProgressGrid(Grid):
+
+class ProgressGrid(ForwardingGrid):
     """``grid`` with a bar counting the sites that replied while a round trains.
 
     The bar appears only for rounds longer than ``delay`` seconds and is removed when the round
@@ -19,27 +20,8 @@ class ProgressGrid(Grid):
     """
 
     def __init__(self, grid: Grid, delay: float = 2.0, poll_s: float = 0.1) -> None:
-        self.grid, self.delay, self.poll_s = grid, delay, poll_s
-
-    def set_run(self, run: Run) -> None:
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.grid.run
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.grid.pull_messages(message_ids)
+        super().__init__(grid)
+        self.delay, self.poll_s = delay, poll_s
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
