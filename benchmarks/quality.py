@@ -246,7 +246,7 @@ def federated_pretrain(b: Budget, seed: int, corpus: Cohort,
     """``b.epochs`` FedAvg rounds of one local ACL-ECG epoch on every site of ``corpus``; the
     sites with fewer than ``b.min_site_records`` records (most of PTB-XL's 46 recording sites
     hold 1-6 records here) train as one pooled site, so that every record is trained on."""
-    names, masks = partition_by_site(corpus)
+    names, masks = partition_by_site(corpus.records)
     small = [m.sum() < b.min_site_records for m in masks]
     if sum(small) > 1:
         pooled = np.any([m for m, s in zip(masks, small, strict=True) if s], axis=0)

@@ -58,14 +58,18 @@ def source_fingerprint(paths: list[Path]) -> list[list[Any]]:
     return rows
 
 
-def cache_key(paths: list[Path], layout: str, preprocessing: dict[str, Any]) -> str:
-    """Hex digest identifying a cohort built from ``paths`` with these parameters."""
+def cache_key(paths: list[Path], layout: str, preprocessing: dict[str, Any],
+              metadata: Any = None) -> str:
+    """Hex digest identifying a cohort built from ``paths`` with these parameters (and the
+    records' ``metadata`` when it does not come from the files themselves)."""
     payload = {
         "version": CACHE_VERSION,
         "layout": layout,
         "preprocessing": preprocessing,
         "files": source_fingerprint(paths),
     }
+    if metadata is not None:
+        payload["metadata"] = metadata
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 

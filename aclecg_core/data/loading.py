@@ -32,7 +32,8 @@ from aclecg_core.data.rpeaks import detect_rpeaks, window_rpeaks
 from aclecg_core.data.sources import RecordSource, discover, header_info, ptbxl_sources
 from aclecg_core.data.wfdb_io import AMPLITUDE_WARNING, RecordError, header_path, read_wfdb
 
-__all__ = ["DataError", "PreprocessConfig", "ingest", "load_cohort", "read_record"]
+__all__ = ["DataError", "PreprocessConfig", "ingest", "load_cohort", "load_sources",
+           "read_record"]
 
 log = logging.getLogger(__name__)
 LOGGED_IN_FULL = 10  # rejections and warnings logged one by one at warning level
@@ -167,14 +168,44 @@ def load_cohort(paths: list[Path], layout: str = "auto",
     folder = None
     if cache_dir is not None:
         folder = Path(cache_dir) / f"cohort-{cache_key(paths, layout, cfg.to_dict())}"
-        cached = load_cached(folder)
-        if cached is not None:
-            _report(cached.rejected, cached.warnings,
-                    len(cached.records) + len(cached.rejected), strict)
+        if (cached := _cached(folder, strict)) is not None:
             return cached
     sources = discover(paths, layout)
     if not sources:
         raise DataError(f"no WFDB records found in {', '.join(map(str, paths))}")
+    return _ingested(sources, cfg, folder, strict, workers, progress)
+
+
+def load_sources(sources: list[RecordSource], preprocessing: PreprocessConfig | None = None,
+                 cache_dir: Path | None = None, strict: bool = False,
+                 workers: int | None = None) -> Cohort:
+    """Load the records ``sources`` (e.g. one simulated site's share of :func:`discover`) like
+    :func:`load_cohort`; cached by the sources' files and metadata."""
+    cfg = preprocessing or PreprocessConfig()
+    if not sources:
+        raise DataError("no records to load: the list of sources is empty")
+    folder = None
+    if cache_dir is not None:
+        described = [[s.layout, s.record_id, s.site, s.patient_id, s.fold, list(s.labels)]
+                     for s in sources]
+        key = cache_key([s.header for s in sources], "sources", cfg.to_dict(), described)
+        folder = Path(cache_dir) / f"cohort-{key}"
+        if (cached := _cached(folder, strict)) is not None:
+            return cached
+    return _ingested(sources, cfg, folder, strict, workers, progress=False)
+
+
+def _cached(folder: Path, strict: bool) -> Cohort | None:
+    """The cohort cached in ``folder`` (its rejections and warnings reported again), or None."""
+    cached = load_cached(folder)
+    if cached is not None:
+        _report(cached.rejected, cached.warnings, len(cached.records) + len(cached.rejected),
+                strict)
+    return cached
+
+
+def _ingested(sources: list[RecordSource], cfg: PreprocessConfig, folder: Path | None,
+              strict: bool, workers: int | None, progress: bool) -> Cohort:
     start = time.perf_counter()
     results = ingest(sources, cfg, workers, progress)
     _report([r for r in results if isinstance(r, Rejection)], _warnings(results), len(results),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -85,6 +85,22 @@ def header_info(source: RecordSource, fs: float, comments: tuple[str, ...]) -> R
         age=_age(fields.get("Age", "")),
         sex=_sex(fields.get("Sex", "")),
     )
+
+
+def with_header_metadata(source: RecordSource) -> RecordSource:
+    """``source`` with the site, patient and labels that its header comments give (what
+    :func:`header_info` will give once the record is read), without reading the signal; PTB-XL
+    sources (metadata from the table) and unreadable headers come back unchanged."""
+    from aclecg_core.data.wfdb_io import read_header
+
+    if source.layout == "ptbxl":
+        return source
+    try:
+        header = read_header(source.header)
+    except DataError:
+        return source
+    info = header_info(source, header.fs, tuple(header.comments))
+    return replace(source, site=info.site, patient_id=info.patient_id, labels=info.labels)
 
 
 def _age(text: str) -> float | None:

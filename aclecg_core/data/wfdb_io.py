@@ -156,7 +156,8 @@ def parse_header(text: str) -> Header:
     return header
 
 
-def _read_header(hea: Path) -> Header:
+def read_header(hea: Path) -> Header:
+    """The parsed and checked header ``hea``; :class:`RecordError` naming it otherwise."""
     if not hea.is_file():
         raise _fail(hea, "header file missing")
     try:
@@ -272,7 +273,7 @@ def read_wfdb(path: Path, max_flat_leads: int = MAX_FLAT_LEADS) -> RawRecord:
     if not 0 <= max_flat_leads <= len(CANONICAL_LEADS):
         raise ValueError(f"max_flat_leads must be 0..{len(CANONICAL_LEADS)}, got {max_flat_leads}")
     hea = header_path(Path(path))
-    header = _read_header(hea)
+    header = read_header(hea)
     physical = _read_segments(hea, header) if header.segments else _read_single(hea, header)
     per_mv = _per_mv(hea, header.gains, header.units, header.leads)
     try:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
-from aclecg_core.data.loading import load_cohort
+from aclecg_core.data.loading import load_cohort, load_sources
 from aclecg_core.data.preprocess import PreprocessConfig
+from aclecg_core.data.sources import discover, with_header_metadata
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.partition import partition_by_site, partition_dirichlet, partition_iid
 
@@ -66,7 +67,11 @@ def count_classes(cfg: FederationConfig) -> list[str]:
 
 def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     """The training data of simulated site ``index`` (``partition-id``, 0-based) of
-    ``num_sites``; with the synthetic cohort and partition ``site``: folder ``site{index+1}``."""
+    ``num_sites``; with the synthetic cohort and partition ``site``: folder ``site{index+1}``.
+
+    Partition first, then load: the split reads the records' metadata only (PTB-XL table,
+    header comments), and the site reads and preprocesses its own records and no others.
+    """
     c = cfg.cohort
     if num_sites != c.sites:
         raise ValueError(
@@ -79,20 +84,25 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
         root = ensure_synthetic_cohort(cfg)
         if c.partition == "site":
             return _load(cfg, [root / f"site{index + 1}"], "auto")
-        cohort = _load(cfg, [root / f"site{k}" for k in range(1, c.sites + 1)], "auto")
+        paths, layout = [root / f"site{k}" for k in range(1, c.sites + 1)], "auto"
     else:
-        cohort = _load(cfg, [cfg.path(c.path)], c.layout)
+        paths, layout = [cfg.path(c.path)], c.layout
+    sources = [with_header_metadata(s) for s in discover(paths, layout)]
+    if not sources:
+        raise ValueError(f"no WFDB records found in {', '.join(map(str, paths))}")
     if c.partition == "site":
-        names, masks = partition_by_site(cohort)
+        names, masks = partition_by_site(sources)
         if len(names) != num_sites:
             raise ValueError(f"{cfg.path(c.path)} holds {len(names)} sites {names}, but the "
                              f"cohort config has sites={num_sites}")
     elif c.partition == "iid":
-        masks = partition_iid(cohort, num_sites, seed=cfg.run.seed)
+        masks = partition_iid(sources, num_sites, seed=cfg.run.seed)
     else:
-        masks = partition_dirichlet(cohort, num_sites, c.dirichlet_alpha, count_classes(cfg),
+        masks = partition_dirichlet(sources, num_sites, c.dirichlet_alpha, count_classes(cfg),
                                     seed=cfg.run.seed)
-    return cohort.select_records(masks[index])
+    mine = [s for s, keep in zip(sources, masks[index], strict=True) if keep]
+    return load_sources(mine, PreprocessConfig.from_dict(cfg.preprocessing),
+                        cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=1)
 
 
 def site_data_dir(cfg: FederationConfig, data_dir: str, layout: str) -> Cohort:

@@ -54,7 +54,7 @@ def _patient_sets(cohort: Cohort, masks: list[np.ndarray]) -> list[set[str]]:
 
 def test_partition_by_site() -> None:
     cohort = _cohort(9)
-    names, masks = partition_by_site(cohort)
+    names, masks = partition_by_site(cohort.records)
     assert names == ["s0", "s1", "s2"]
     assert [int(m.sum()) for m in masks] == [6, 6, 6]
 
@@ -63,9 +63,9 @@ def test_partition_by_site() -> None:
 def test_partitions_cover_every_record_once_and_are_patient_disjoint(split: str) -> None:
     cohort = _cohort(40)
     if split == "iid":
-        masks = partition_iid(cohort, 4, seed=1)
+        masks = partition_iid(cohort.records, 4, seed=1)
     else:
-        masks = partition_dirichlet(cohort, 4, alpha=0.3, classes=["A", "B", "C"], seed=1)
+        masks = partition_dirichlet(cohort.records, 4, alpha=0.3, classes=["A", "B", "C"], seed=1)
     assert np.array_equal(np.sum(masks, axis=0), np.ones(len(cohort.records)))
     sets = _patient_sets(cohort, masks)
     assert all(sets) and sum(len(s) for s in sets) == 40
@@ -75,7 +75,7 @@ def test_partitions_cover_every_record_once_and_are_patient_disjoint(split: str)
 
 def test_dirichlet_small_alpha_skews_labels() -> None:
     cohort = _cohort(300, 1)
-    masks = partition_dirichlet(cohort, 3, alpha=0.05, classes=["A", "B", "C"], seed=0)
+    masks = partition_dirichlet(cohort.records, 3, alpha=0.05, classes=["A", "B", "C"], seed=0)
     labels = np.array([r.labels[0] for r in cohort.records])
     shares = np.array([[np.mean(labels[m] == c) for c in "ABC"] for m in masks])
     assert shares.max(axis=1).mean() > 0.7  # IID shares would be about 1/3
@@ -83,4 +83,4 @@ def test_dirichlet_small_alpha_skews_labels() -> None:
 
 def test_partition_needs_enough_patients() -> None:
     with pytest.raises(ValueError, match="2 patients cannot fill 3 sites"):
-        partition_iid(_cohort(2), 3)
+        partition_iid(_cohort(2).records, 3)
