@@ -108,7 +108,17 @@ def main(argv: list[str]) -> None:
     token, driver = argv[0], int(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdin.buffer.read()  # returns at EOF: the driver closed the pipe or died
-    terminate(processes_with(TOKEN_VAR, token, exclude={os.getpid(), driver}))
+    sweep(token, exclude={os.getpid(), driver})
+
+
+def sweep(token: str, exclude: Collection[int], passes: int = 5) -> None:
+    """Terminate the token's processes until a scan finds none: a process that a dying parent
+    (Ray's raylet starting a worker) spawned after the previous scan is caught by the next."""
+    for _ in range(passes):
+        pids = processes_with(TOKEN_VAR, token, exclude=exclude)
+        if not pids:
+            return
+        terminate(pids)
 
 
 if __name__ == "__main__":
