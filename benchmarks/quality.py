@@ -99,7 +99,7 @@ class Budget:
     ablation_seeds: int = 3
     size_seeds: int = 3
     finetune_seeds: int = 3
-    finetune_epochs: int = 20
+    finetune_epochs: int = 40  # a cap: early stopping on fold 9 (20 was reached in 2026-12-01 runs)
     patience: int = 5
     federated_seeds: int = 1
     min_site_records: int = 16
