@@ -25,7 +25,7 @@ from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.method.checkpoint import REQUIRED_KEYS, load_checkpoint, load_encoder
 from server.secagg import quantization_range
-from simulation.reaper import processes_with
+from simulation.reaper import Reaper, processes_with
 from simulation.run import PROJECT_DIR, simulate
 
 MARK = "ACLECG_TEST_MARK"
@@ -266,13 +266,14 @@ def test_the_synthetic_cohort_follows_the_federations_node_count(tmp_path: Path)
     yaml.write_text(f"cohort:\n  sites: 3\n  records-per-site: 8\n  cache-dir: {tmp_path}/c\n"
                     "probe:\n  test-fraction: 0.5\n  val-fraction: 0.5\n  bootstrap: 10\n")
     run_dir = tmp_path / "run"
-    run_simulation(server_app=make_app({"config-file": str(yaml), "batch-size": 4, "seed": 3,
-                                        "encoder": "tiny", "num-server-rounds": 1,
-                                        "run-dir": str(run_dir)}),
-                   client_app=client_app, num_supernodes=2,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"address": "local", "num_cpus": 2,
-                                                 "include_dashboard": False}})
+    with Reaper():  # Ray's agents outlive ray.shutdown() here: end them with the test
+        run_simulation(server_app=make_app({"config-file": str(yaml), "batch-size": 4,
+                                            "seed": 3, "encoder": "tiny",
+                                            "num-server-rounds": 1, "run-dir": str(run_dir)}),
+                       client_app=client_app, num_supernodes=2,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"address": "local", "num_cpus": 2,
+                                                     "include_dashboard": False}})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["run"]["status"] == "finished"
     assert [c["site"] for c in metrics["rounds"][1]["clients"]] == ["site1", "site2"]
