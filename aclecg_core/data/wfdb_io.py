@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import wfdb
 
-# wfdb is imported where it is used (compressed and multi-segment records only).
 from aclecg_core.data.amplitude import judge_amplitude, qrs_amplitude
 from aclecg_core.data.cohort import DataError
 from aclecg_core.data.leads import CANONICAL_LEADS, LeadError, to_canonical_order
@@ -204,7 +204,6 @@ def _unit_scale(hea: Path, units: str) -> float:
 
 def _read_digital(hea: Path, header: Header) -> np.ndarray:
     """(sig_len, n_sig) integer samples: numpy fast path for one interleaved 16-bit file."""
-    import wfdb
     simple = (len(set(header.files)) == 1 and set(header.fmts) == {"16"}
               and set(header.frames) == {1} and set(header.skews) == {0})
     try:
@@ -252,7 +251,6 @@ def _read_single(hea: Path, header: Header) -> np.ndarray:
 def _read_segments(hea: Path, header: Header) -> np.ndarray:
     """(sig_len, n_sig) mV of a multi-segment record (``wfdb.rdrecord``); fills ``header``'s
     signal fields from the merged record."""
-    import wfdb
     try:
         record = wfdb.rdrecord(str(hea.with_suffix("")))
         physical = np.asarray(record.p_signal, dtype=float)

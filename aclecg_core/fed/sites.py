@@ -25,11 +25,10 @@ def ensure_synthetic_cohort(cfg: FederationConfig) -> Path:
     server's probe. Written to a temporary folder first, so a killed run never leaves a partial
     cohort behind.
     """
-    from aclecg_core.data.synth import write_synthetic_cohort
-
     out = cfg.synthetic_dir()
     if (out / _DONE).is_file():
         return out
+    from aclecg_core.data.synth import write_synthetic_cohort
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
