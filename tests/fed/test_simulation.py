@@ -96,6 +96,24 @@ def test_simulation_writes_the_run_folder(full_run: Path) -> None:
     assert all(len(a["arrays_sha256"]) == 64 for a in round2["sites_answered"])
 
 
+def test_the_console_shows_the_projects_lines_only(base: dict[str, Any], full_run: Path,
+                                                   tmp_path: Path) -> None:
+    """``aclecg simulate`` in a fresh process, on a synthetic cohort already written (the
+    case in which a third-party warning once reached the console from a ClientApp worker)."""
+    settings = [f"{k}={v}" for k, v in base.items() if k != "config-file"]
+    done = subprocess.run(
+        [sys.executable, "-m", "aclecg_cli", "simulate", "--config", base["config-file"],
+         "--run-dir", str(tmp_path / "run"), *(a for s in settings for a in ("--set", s))],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert any("[aclecg] round 2/2" in line for line in lines)
+    assert any(line.startswith("report: ") for line in lines)
+    noise = [line for line in lines if "[aclecg]" not in line and not line.startswith(
+        ("run folder: ", "report: "))]
+    assert noise == []
+
+
 def test_resumed_run_ends_with_the_same_weights(base: dict[str, Any], full_run: Path,
                                                 tmp_path: Path) -> None:
     run_dir = str(tmp_path / "resumed")
