@@ -70,6 +70,8 @@ VARIANTS = (
     Variant("w16d3-random", "random", encoder=(("size", "tiny"), ("width", 16), ("depth", 3))),
     Variant("w16d3-acl-10ep", encoder=(("size", "tiny"), ("width", 16), ("depth", 3)),
             pretrain=(("epochs", 10),)),
+    Variant("w16d3-acl-30ep", encoder=(("size", "tiny"), ("width", 16), ("depth", 3)),
+            pretrain=(("epochs", 30),)),
 )
 
 
