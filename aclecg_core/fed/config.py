@@ -54,7 +54,7 @@ def _one_of(*choices: str) -> _Check:
 class RunSettings:
     """The Flower run config (``[tool.flwr.app.config]``); field ``x_y`` is key ``x-y``."""
 
-    num_server_rounds: int = 10
+    num_server_rounds: int = 30
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.001

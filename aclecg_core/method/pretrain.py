@@ -38,8 +38,8 @@ class PretrainConfig:
     method: str = "acl"
     acl_terms: str = "both"
     views: str = "auto"
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: int = 30
+    batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
     temperature: float = 0.1
