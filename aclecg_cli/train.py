@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--encoder", choices=("tiny", "small", "default"), default="tiny")
+    p.add_argument("--window-s", type=float, default=5.0, help="pretraining window (s)")
+    p.add_argument("--stride-s", type=float, default=10.0,
+                   help="start-to-start distance of the windows (s): one 5 s window per 10 s "
+                        "of record, as in the study; probing and fine-tuning tile whole records")
     p.add_argument("--regions", choices=("paper", "clinical"), default="paper")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (no suffix)")
     p.add_argument("--seed", type=int, default=0)
@@ -79,11 +83,15 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action="store_true")
 
 
-def _load(args: argparse.Namespace, preprocessing: dict[str, Any] | None = None) -> Any:
+def _load(args: argparse.Namespace, preprocessing: dict[str, Any] | None = None,
+          whole_records: bool = False) -> Any:
+    """The cohort of ``--data`` with ``preprocessing``; ``whole_records``: windows tile each
+    record (stride = window), so that a probe or fine-tuning sees every record whole."""
     from aclecg_core.data.loading import load_cohort
     from aclecg_core.data.preprocess import PreprocessConfig
 
-    cfg = PreprocessConfig.from_dict(preprocessing) if preprocessing else PreprocessConfig()
+    settings = {**(preprocessing or {}), **({"stride_s": None} if whole_records else {})}
+    cfg = PreprocessConfig.from_dict(settings)
     return load_cohort(list(args.data), layout=args.layout, preprocessing=cfg,
                        cache_dir=args.cache_dir, workers=args.workers,
                        progress=args.progress)
@@ -100,7 +108,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
     cohort = _load(args, {"normalization": args.normalization,
-                          "rescale_amplitude": args.rescale_amplitude})
+                          "rescale_amplitude": args.rescale_amplitude,
+                          "window_s": args.window_s, "stride_s": args.stride_s})
     enc = EncoderConfig(size=args.encoder, regions=args.regions)
     cfg = PretrainConfig(method=args.method, acl_terms=args.acl_terms, views=args.views,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -188,7 +197,7 @@ def run_probe(args: argparse.Namespace) -> int:
     from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
-    cohort = _load(args, meta.get("preprocessing"))
+    cohort = _load(args, meta.get("preprocessing"), whole_records=True)
     classes = _classes(args.classes, cohort)
     train, val, test = _split(args.split, cohort, args.seed)
     device = pick_device(args.device)
@@ -268,7 +277,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
-    cohort = _load(args, meta.get("preprocessing"))
+    cohort = _load(args, meta.get("preprocessing"), whole_records=True)
     classes = _classes(args.classes, cohort)
     train, val, test = _split(args.split, cohort, args.seed)
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed)

@@ -64,3 +64,28 @@ def test_probe_of_random_init_is_the_reference_itself(folder: Path,
     out = json.loads(capsys.readouterr().out)
     assert out["reference"] is None and out["difference"] is None
     assert len(out["encoder"]["draws"]) == 1  # all labels: one draw
+
+
+def test_pretrain_windows_as_the_study_and_probing_sees_whole_records(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``aclecg pretrain`` defaults to one 5 s window per 10 s of record (the study's corpus);
+    ``aclecg probe`` of its checkpoint tiles each record (10-30 s) with 5 s windows."""
+    import argparse
+
+    from aclecg_cli.train import _load
+    from aclecg_core.method.checkpoint import load_checkpoint
+
+    out = folder / "pretrained"
+    assert main(["pretrain", "--data", str(folder / "cohort"), "--out", str(out), "--epochs",
+                 "1", "--workers", "1", "--device", "cpu"]) == 0
+    _, meta = load_checkpoint(out)
+    prep = meta["preprocessing"]
+    assert (prep["window_s"], prep["stride_s"]) == (5.0, 10.0)
+    assert meta["encoder"]["size"] == "tiny"
+    args = argparse.Namespace(data=[folder / "cohort"], layout="auto", cache_dir=None,
+                              workers=1, progress=False)
+    pretraining, probing = _load(args, prep), _load(args, prep, whole_records=True)
+    assert probing.preprocessing["stride_s"] is None  # windows tile each record
+    assert len(probing) >= 2 * len(probing.records) and len(probing) > len(pretraining)
+    assert main(_probe(folder, str(out), "--reference-inits", "1")) == 0
+    capsys.readouterr()
