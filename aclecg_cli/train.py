@@ -60,7 +60,8 @@ def register(subparsers: Any) -> None:
         q.add_argument("--json", action="store_true", help="print the result as JSON")
         if name == "finetune":
             q.add_argument("--fraction", type=float, default=0.1)
-            q.add_argument("--epochs", type=int, default=30)
+            q.add_argument("--epochs", type=int, default=40,
+                           help="at most; early stopping on the validation split decides")
         else:
             q.add_argument("--fraction", type=float, default=1.0,
                            help="share of the training records whose labels the probe uses "

@@ -27,7 +27,7 @@ class FinetuneConfig:
     """Fine-tuning hyper-parameters; training stops after ``patience`` epochs without a better
     validation macro AUROC and restores the best epoch."""
 
-    epochs: int = 30
+    epochs: int = 40  # a cap: early stopping on the validation part decides
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
