@@ -127,3 +127,19 @@ def test_scale_summary_fits_round_time_and_memory_slope() -> None:
     verdicts = scale.verdicts(summary)
     assert verdicts["memory_slope_mib_per_round"]["pass"] is True
     assert verdicts["round_time_linear_r2"]["pass"] is True
+
+
+def test_scale_quick_runs_the_simulation_it_measures(tmp_path: Path, shared_data: Path) -> None:
+    """8 sites x 6 rounds and the two linearity arms: every round recorded, memory sampled
+    (a sampler polls the run folder: a fast round can pass unsampled)."""
+    out = tmp_path / "scale.json"
+    result = scale.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text())["mode"] == "quick"
+    for arm in (result["main"], *result["linearity"]):
+        rounds = [r["round"] for r in arm["per_round"]]
+        assert rounds == list(range(arm["rounds"] + 1))
+        assert all(r["failures"] == 0 for r in arm["per_round"])
+        sampled = [r for r in arm["per_round"] if "ray_processes" in r]
+        assert sampled and all(r["ray_processes"] > 0 and r["ray_pss_mib"] > 0 for r in sampled)
+        assert all(r["sites"] > 0 for r in arm["per_round"][1:])
+    assert set(result["targets"]) == {"memory_slope_mib_per_round", "round_time_linear_r2"}
