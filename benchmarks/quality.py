@@ -101,7 +101,7 @@ class Budget:
     finetune_seeds: int = 3
     finetune_epochs: int = 40  # a cap: early stopping on fold 9 (20 was reached in 2026-12-01 runs)
     patience: int = 5
-    federated_seeds: int = 1
+    federated_seeds: int = 3
     min_site_records: int = 16
     scaling_epochs: tuple[int, ...] = (10,)
     gan_sites: int = 2
