@@ -102,8 +102,8 @@ def start_local_ray(init_args: Mapping[str, Any]) -> None:
     """
     import ray
 
-    paths = [str(PROJECT_DIR), *sys.path, os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    paths = [str(PROJECT_DIR), *sys.path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     ray.init(**init_args)
 
 

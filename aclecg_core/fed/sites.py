@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
 from aclecg_core.data.loading import load_cohort, load_sources
 from aclecg_core.data.preprocess import PreprocessConfig
-from aclecg_core.data.sources import discover, with_header_metadata
+from aclecg_core.data.sources import RecordSource, discover, with_header_metadata
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.partition import partition_by_site, partition_dirichlet, partition_iid
 
@@ -86,7 +87,7 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
         paths, layout = [root / f"site{k}" for k in range(1, c.sites + 1)], "auto"
     else:
         paths, layout = [cfg.path(c.path)], c.layout
-    sources = [with_header_metadata(s) for s in discover(paths, layout)]
+    sources = _described(tuple(paths), layout)
     if not sources:
         raise ValueError(f"no WFDB records found in {', '.join(map(str, paths))}")
     if c.partition == "site":
@@ -102,6 +103,13 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     mine = [s for s, keep in zip(sources, masks[index], strict=True) if keep]
     return load_sources(mine, PreprocessConfig.from_dict(cfg.preprocessing),
                         cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=1)
+
+
+@cache
+def _described(paths: tuple[Path, ...], layout: str) -> list[RecordSource]:
+    """Every record below ``paths`` with its header metadata, found once per process: a
+    ClientApp worker serving several simulated sites splits the same folder for each."""
+    return [with_header_metadata(s) for s in discover(list(paths), layout)]
 
 
 def site_data_dir(cfg: FederationConfig, data_dir: str, layout: str) -> Cohort:
