@@ -42,6 +42,45 @@ def processes_with(var: str, value: str, exclude: Collection[int] = ()) -> list[
     return found
 
 
+def with_descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every process below them: Ray's agents are children of the raylet whose
+    own environment listing does not always show the token (they rewrite it)."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(pids), list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return sorted(found)
+
+
+def in_ray_session_of(driver: int, exclude: Collection[int] = ()) -> list[int]:
+    """Processes with a file open in the Ray session started by process ``driver`` (Ray names
+    the folder ``session_<date>_<time>_<driver pid>``): Ray's agents are built from the
+    driver's start-up environment, without the token, and can outlive a killed raylet."""
+    marker = f"_{driver}/"
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            targets = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any("/session_" in t and marker in t for t in targets):
+            found.append(int(entry.name))
+    return found
+
+
 def terminate(pids: list[int], grace_s: float = 3.0) -> None:
     """SIGTERM ``pids``, then SIGKILL those still alive after ``grace_s`` seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -108,14 +147,16 @@ def main(argv: list[str]) -> None:
     token, driver = argv[0], int(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdin.buffer.read()  # returns at EOF: the driver closed the pipe or died
-    sweep(token, exclude={os.getpid(), driver})
+    sweep(token, driver, exclude={os.getpid(), driver})
 
 
-def sweep(token: str, exclude: Collection[int], passes: int = 5) -> None:
+def sweep(token: str, driver: int, exclude: Collection[int], passes: int = 5) -> None:
     """Terminate the token's processes until a scan finds none: a process that a dying parent
     (Ray's raylet starting a worker) spawned after the previous scan is caught by the next."""
     for _ in range(passes):
-        pids = processes_with(TOKEN_VAR, token, exclude=exclude)
+        marked = processes_with(TOKEN_VAR, token, exclude=exclude)
+        pids = [p for p in with_descendants(marked + in_ray_session_of(driver, exclude))
+                if p not in exclude]
         if not pids:
             return
         terminate(pids)
