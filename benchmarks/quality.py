@@ -71,7 +71,7 @@ from aclecg_core.evaluation.reference import FractionProbe, probe_fraction
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
 from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.partition import partition_by_site
-from aclecg_core.fed.training import train_site
+from aclecg_core.fed.training import train_instructions, train_site
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import CACHE, DATA, RESULTS, ROOT, finish, metadata, write_json
@@ -261,12 +261,13 @@ def federated_pretrain(b: Budget, seed: int, corpus: Cohort,
         updates, round_losses = [], []
         for index, site in enumerate(sites, start=1):
             try:
-                update = train_site(cfg, site, global_arrays, server_round, index)
+                update = train_site(train_instructions(cfg, server_round=server_round), site,
+                                    global_arrays, index, device=cfg.run.device)
             except ValueError:
                 failures += 1
                 continue
-            updates.append((update.arrays, int(update.metrics["num-examples"])))
-            round_losses.append(float(update.metrics["loss"]))
+            updates.append((update.arrays, update.report.num_examples))
+            round_losses.append(update.report.loss)
         if not updates:
             raise RuntimeError(f"round {server_round}: every site failed")
         global_arrays = fedavg(updates, global_arrays)

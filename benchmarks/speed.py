@@ -311,7 +311,7 @@ def measure_rounds(args: dict[str, Any]) -> dict[str, Any]:
     """RSS after each of ``rounds`` in-process rounds: train_site on two tiny sites + FedAvg."""
     from aclecg_core.fed.arrays import select_keys, to_numpy
     from aclecg_core.fed.config import load_config
-    from aclecg_core.fed.training import initial_model, train_site
+    from aclecg_core.fed.training import initial_model, train_instructions, train_site
     from benchmarks.quality import fedavg
 
     cfg = load_config({"config-file": "", "encoder": args["encoder"], "batch-size": 8,
@@ -324,8 +324,9 @@ def measure_rounds(args: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         updates = []
         for index, site in enumerate(sites, start=1):
-            update = train_site(cfg, site, arrays, server_round, index)
-            updates.append((update.arrays, int(update.metrics["num-examples"])))
+            update = train_site(train_instructions(cfg, server_round=server_round), site,
+                                arrays, index, device=cfg.run.device)
+            updates.append((update.arrays, update.report.num_examples))
         arrays = fedavg(updates, arrays)
         seconds.append(time.perf_counter() - start)
         gc.collect()

@@ -1,17 +1,20 @@
 """ClientApp: trains the global model on this site's ECGs; replies with arrays and metrics only.
 
-The site's data: node config ``data-dir`` (+ optional ``layout``, ``site-index``) in a
-deployment; ``partition-id`` / ``num-partitions`` (set by the simulation engine) plus the
-cohort settings of the run config in a simulation. Nothing record-level ever leaves the site:
-the reply holds one ArrayRecord (model arrays) and one MetricRecord (the training scalars), plus
-a ConfigRecord ``site-stats`` (record count, sampling rate, per-class counts with small counts
-suppressed) only when the run sets ``share-site-stats``.
+The train message says how to train (:mod:`aclecg_core.fed.protocol`), never where: a deployed
+site's data folder, cache, device and threads are its own node config
+(:mod:`aclecg_core.fed.site`, set by ``aclecg deploy supernode``). In a simulation (node config
+``partition-id`` / ``num-partitions`` from Flower's engine) every site lives on this machine and
+takes its share of the cohort of the local run config. Nothing record-level ever leaves the
+site: the reply holds the model arrays and the training scalars, plus the site's summary only
+when the run sets ``share-site-stats``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from flwr.app import (
     Array,
@@ -26,18 +29,20 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from aclecg_core.data.cohort import Cohort
-from aclecg_core.fed.config import FederationConfig
+from aclecg_core.data.preprocess import PreprocessConfig
+from aclecg_core.fed import protocol
+from aclecg_core.fed import site as site_keys
+from aclecg_core.fed.config import load_config
 from aclecg_core.fed.console import DropMessages
-from aclecg_core.fed.sites import count_classes, simulated_site, site_data_dir
+from aclecg_core.fed.rounds import fit_to_federation
+from aclecg_core.fed.site import SiteSettings
+from aclecg_core.fed.sites import simulated_site
 from aclecg_core.fed.training import set_threads, train_site
 from client.secagg import secure_aggregation_mod
 
-CONFIG_KEY = "aclecg-config"
-OFFSET_KEY = "round-offset"
+APP_DIR = Path(__file__).resolve().parents[1]
 LOCAL_STATE_KEY = "local-arrays"
-DATA_ERROR_CODE = 1001
-
-app = ClientApp()
+SITE_ERROR_CODE = 1001
 
 # A simulation ends its Ray actors with a WARNING "Manually terminating ClientAppActor" each:
 # routine shutdown, not a problem; dropped in the process that logs it.
@@ -47,69 +52,98 @@ logging.getLogger("flwr").addFilter(DropMessages("Manually terminating"))
 _COHORTS: dict[tuple[Any, ...], Cohort] = {}
 
 
-def site_index(context: Context) -> int:
-    """This site's number: node config ``site-index``, else ``partition-id + 1`` (simulation:
-    site1..siteN like the synthetic cohort's folders), else the node id."""
+class LocalSite:
+    """Where this node's data come from and how it trains: a deployed site's own node config,
+    or a simulated site's share of the local run config's cohort."""
+
+    def __init__(self, context: Context, run_config: Mapping[str, Any]) -> None:
+        node = context.node_config
+        self.simulated = "partition-id" in node and site_keys.DATA_DIR not in node
+        if self.simulated:
+            self.partition, self.partitions = int(node["partition-id"]), \
+                int(node["num-partitions"])
+            cfg = load_config({**run_config, **dict(context.run_config)}, APP_DIR)
+            self.cfg = fit_to_federation(cfg, self.partitions)
+            self.index, self.device = self.partition + 1, self.cfg.run.device
+            self.threads = self.cfg.run.client_cpus
+        else:
+            self.settings = SiteSettings.from_node_config(node)
+            self.index = self.settings.index if self.settings.index is not None \
+                else int(context.node_id)
+            self.device, self.threads = self.settings.device, self.settings.threads
+        self.name = f"site{self.index}"
+
+    def cohort(self, preprocessing: dict[str, Any]) -> Cohort:
+        """This site's training records (cached per process)."""
+        if self.simulated:
+            c = self.cfg.cohort
+            key: tuple[Any, ...] = ("sim", self.partition, self.partitions, self.cfg.base_dir,
+                                    str(c), str(preprocessing), self.cfg.run.seed)
+            if key not in _COHORTS:
+                _COHORTS[key] = simulated_site(self.cfg, self.partition, self.partitions)
+        else:
+            key = ("dir", str(self.settings), str(sorted(preprocessing.items())))
+            if key not in _COHORTS:
+                _COHORTS[key] = self.settings.load(PreprocessConfig.from_dict(preprocessing))
+        return _COHORTS[key]
+
+
+def site_name(context: Context) -> str:
+    """This node's site name for error replies, without failing on a bad node config."""
     node = context.node_config
-    if "site-index" in node:
-        return int(node["site-index"])
     if "partition-id" in node:
-        return int(node["partition-id"]) + 1
-    return int(context.node_id)
+        return f"site{int(node['partition-id']) + 1}"
+    if "site-index" in node:
+        return f"site{node['site-index']}"
+    return str(node.get("site") or f"node-{context.node_id}")
 
 
-def site_cohort(cfg: FederationConfig, context: Context) -> Cohort:
-    """This site's training cohort (cached per process)."""
-    node = context.node_config
-    if "data-dir" in node:
-        key: tuple[Any, ...] = ("dir", str(node["data-dir"]), str(node.get("layout", "")),
-                                str(sorted(cfg.preprocessing.items())))
-        if key not in _COHORTS:
-            _COHORTS[key] = site_data_dir(cfg, str(node["data-dir"]), str(node.get("layout", "")))
-    else:
-        if "partition-id" not in node:
-            raise ValueError("node config has neither 'data-dir' nor 'partition-id'")
-        index, n = int(node["partition-id"]), int(node["num-partitions"])
-        key = ("sim", index, n, cfg.base_dir, str(cfg.cohort), str(cfg.preprocessing),
-               cfg.run.seed)
-        if key not in _COHORTS:
-            _COHORTS[key] = simulated_site(cfg, index, n)
-    return _COHORTS[key]
-
-
-@app.train(mods=[secure_aggregation_mod])
-def train(msg: Message, context: Context) -> Message:
-    """One round of local pretraining."""
-    site = site_index(context)
+def train_round(msg: Message, context: Context, run_config: Mapping[str, Any]) -> Message:
+    """One round of local pretraining; any failure becomes an error reply naming the site."""
     try:
-        config = msg.content.config_records["config"]
-        cfg = FederationConfig.from_json(str(config[CONFIG_KEY]))
-        if "partition-id" in context.node_config:
-            set_threads(cfg.run.client_cpus)
-        cohort = site_cohort(cfg, context)
+        instructions = protocol.TrainInstructions.decode(
+            msg.content.config_records[protocol.CONFIG])
+        site = LocalSite(context, run_config)
+        if site.threads:
+            set_threads(site.threads)
         local = context.state.array_records.get(LOCAL_STATE_KEY)
         update = train_site(
-            cfg, cohort,
+            instructions, site.cohort(instructions.preprocessing),
             global_arrays={k: v.numpy()
-                           for k, v in msg.content.array_records["arrays"].items()},
-            server_round=int(cast(int, config[OFFSET_KEY])) + int(cast(int,
-                                                                      config["server-round"])),
-            site=site,
-            proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))),
+                           for k, v in msg.content.array_records[protocol.ARRAYS].items()},
+            site=site.index, device=site.device,
             local_arrays=None if local is None else {k: v.numpy() for k, v in local.items()},
-            classes=count_classes(cfg),
         )
     except Exception as exc:  # any failure of this site is reported, never fatal to the run
-        return Message(error=Error(code=DATA_ERROR_CODE,
-                                   reason=f"site{site}: {type(exc).__name__}: {exc}"),
-                       reply_to=msg)
-    if update.local_arrays and cfg.run.aggregate != "encoder+projectors":
+        return Message(error=Error(code=SITE_ERROR_CODE, reason=f"{site_name(context)}: "
+                                   f"{type(exc).__name__}: {exc}"), reply_to=msg)
+    if update.local_arrays and instructions.aggregate != "encoder+projectors":
         context.state[LOCAL_STATE_KEY] = ArrayRecord(
             {k: Array(v) for k, v in update.local_arrays.items()})
     content = RecordDict({
-        "arrays": ArrayRecord({k: Array(v) for k, v in update.arrays.items()}),
-        "metrics": MetricRecord(dict(update.metrics)),
+        protocol.ARRAYS: ArrayRecord({k: Array(v) for k, v in update.arrays.items()}),
+        protocol.METRICS: MetricRecord(dict(update.report.encode())),
     })
     if update.stats:
-        content["site-stats"] = ConfigRecord(dict(update.stats))
+        content[protocol.SITE_STATS] = ConfigRecord(dict(update.stats))
     return Message(content=content, reply_to=msg)
+
+
+def make_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
+    """A ClientApp; ``run_config`` fills keys missing from ``context.run_config`` for simulated
+    sites (the in-process simulation's contexts carry an empty run config)."""
+    client_app = ClientApp()
+
+    @client_app.train(mods=[secure_aggregation_mod])
+    def _train(msg: Message, context: Context) -> Message:
+        return train_round(msg, context, run_config or {})
+
+    return client_app
+
+
+def train(msg: Message, context: Context) -> Message:
+    """The train handler with the project's own run config defaults."""
+    return train_round(msg, context, {})
+
+
+app = make_client_app()

@@ -32,10 +32,11 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_STATE,
 )
 
-ARRAY_KEYS = "aclecg-array-keys"  # set by server/secagg.py: the names of the arrays, in order
+from aclecg_core.fed import protocol
+from aclecg_core.fed.site import REQUIRE_SECAGG
+
 RANGE_ERROR_CODE = 1003
 REFUSED_CODE = 1004
-REQUIRE_SECAGG = "require-secure-aggregation"  # node config of a site that refuses plain rounds
 
 
 class SiteFailed(Exception):
@@ -67,18 +68,18 @@ def secure_aggregation_mod(msg: Message, context: Context,
 def _legacy_train(msg: Message, context: Context, train: ClientAppCallable) -> Message:
     """FitIns-layout ``msg`` -> the Message-API handler ``train`` -> FitRes-layout reply."""
     fit_config = dict(msg.content.config_records["fitins.config"])
-    keys = cast(list[str], fit_config.pop(ARRAY_KEYS))
+    keys = cast(list[str], fit_config.pop(protocol.ARRAY_NAMES_KEY))
     values = [bytes_to_ndarray(a.data) for a in msg.content.array_records["fitins.parameters"]
               .values()]
     msg.content = RecordDict({
-        "arrays": ArrayRecord({k: Array(v) for k, v in zip(keys, values, strict=True)}),
-        "config": ConfigRecord(fit_config),
+        protocol.ARRAYS: ArrayRecord({k: Array(v) for k, v in zip(keys, values, strict=True)}),
+        protocol.CONFIG: ConfigRecord(fit_config),
     })
     reply = train(msg, context)
     if reply.has_error():
         raise SiteFailed(reply.error)
-    arrays = reply.content.array_records["arrays"]
-    metrics = reply.content.metric_records["metrics"]
+    arrays = reply.content.array_records[protocol.ARRAYS]
+    metrics = reply.content.metric_records[protocol.METRICS]
     num_examples = int(cast(int, metrics["num-examples"]))
     problem = _range_problem({k: v.numpy() for k, v in arrays.items()}, num_examples, context)
     if problem:
@@ -91,7 +92,7 @@ def _legacy_train(msg: Message, context: Context, train: ClientAppCallable) -> M
         "fitres.num_examples": MetricRecord({"num_examples": num_examples}),
         "fitres.metrics": ConfigRecord(),
         "fitres.status": ConfigRecord({"code": 0, "message": "Success"}),
-        **{name: record for name, record in reply.content.items() if name != "arrays"},
+        **{name: record for name, record in reply.content.items() if name != protocol.ARRAYS},
     })
     return Message(content, reply_to=msg)
 

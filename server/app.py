@@ -28,6 +28,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
 
 from aclecg_core.evaluation.reference import ReferenceProbe
+from aclecg_core.fed import protocol
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
 from aclecg_core.fed.audit import RoundExchange, array_digest
 from aclecg_core.fed.config import FederationConfig, load_config
@@ -41,15 +42,13 @@ from aclecg_core.fed.rounds import (
 )
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
-from aclecg_core.fed.training import initial_model
+from aclecg_core.fed.training import initial_model, train_instructions
 from aclecg_core.method.checkpoint import CheckpointError
 from aclecg_core.method.model import AclEcgModel
 from server.dp import DpSettings, wrap_with_dp
 from server.secagg import SecureAggregationGrid
 
 APP_DIR = Path(__file__).resolve().parents[1]
-CONFIG_KEY = "aclecg-config"
-OFFSET_KEY = "round-offset"
 _SITE_ERROR = re.compile(r"^(site\S*|node-\d+): (.*)$", re.S)
 
 RepliesHook = Callable[[int, list[Message], list[int]], None]
@@ -152,13 +151,13 @@ def _reply_order(msg: Message) -> tuple[int, float]:
 def client_entry(msg: Message) -> tuple[dict[str, Any], dict[str, Any]]:
     """(client entry of metrics.json, site entry) from a valid reply; the site's records,
     sampling rate and label counts only if it sent ``site-stats`` (``share-site-stats``)."""
-    m = cast(dict[str, float], dict(msg.content.metric_records["metrics"]))
-    site = site_name(int(m["site-index"]))
-    client = {"site": site, "loss": m["loss"], "num-examples": int(m["num-examples"]),
-              "seconds": m["seconds"], "samples-per-second": m["samples-per-second"]}
+    report = protocol.TrainReport.decode(msg.content.metric_records[protocol.METRICS])
+    site = site_name(report.site_index)
+    client = {"site": site, "loss": report.loss, "num-examples": report.num_examples,
+              "seconds": report.seconds, "samples-per-second": report.samples_per_second}
     stats = cast(dict[str, int | float | str],
-                 dict(msg.content.config_records.get("site-stats", {})))
-    info = {"site": site, "records": stats.get("records"), "windows": int(m["num-examples"]),
+                 dict(msg.content.config_records.get(protocol.SITE_STATS, {})))
+    info = {"site": site, "records": stats.get("records"), "windows": report.num_examples,
             "fs": stats.get("fs"), "label_counts": read_label_counts(stats)}
     return client, info
 
@@ -203,7 +202,7 @@ class RoundRecorder:
                 self.exchange.answered.append({
                     "site": client["site"], "node": msg.metadata.src_node_id,
                     "arrays_sha256": None if secure else array_digest(
-                        _arrays_of(msg.content.array_records["arrays"]))})
+                        _arrays_of(msg.content.array_records[protocol.ARRAYS]))})
         self.failures += [{"site": f"node-{n}", "error": "no reply within round-timeout "
                            f"({self.cfg.run.round_timeout:g} s)"} for n in silent]
         self.exchange.failed = list(self.failures)
@@ -298,7 +297,8 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
                 initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
                 num_rounds=remaining,
                 timeout=cfg.run.round_timeout,
-                train_config=ConfigRecord({CONFIG_KEY: cfg.to_json(), OFFSET_KEY: offset}),
+                train_config=ConfigRecord(cast(dict[str, Any],
+                                               train_instructions(cfg, offset).encode())),
                 evaluate_fn=recorder.evaluate,
             )
         folder.finish("finished")

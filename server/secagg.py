@@ -45,10 +45,10 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
+from aclecg_core.fed import protocol
 from aclecg_core.fed.config import RunSettings
 from server.grids import ForwardingGrid
 
-ARRAY_KEYS = "aclecg-array-keys"  # FitIns config: the names of the arrays, in order
 SECAGG_FAILED_CODE = 1002
 NOT_UNMASKED = ("secure aggregation stopped: too few sites kept up to rebuild the masks "
                 "(secagg-threshold); the round is not aggregated")
@@ -119,11 +119,11 @@ class SecureAggregationGrid(ForwardingGrid):
             if not msg.metadata.message_id:
                 msg.metadata.__dict__["_message_id"] = str(uuid4())
         by_node = {m.metadata.dst_node_id: m for m in messages}
-        keys = list(messages[0].content.array_records["arrays"].keys())
+        keys = list(messages[0].content.array_records[protocol.ARRAYS].keys())
         relay = _Relay([(GridClientProxy(nid, self.grid, self.run.run_id), _fit_ins(m, keys))
                         for nid, m in by_node.items()])
-        server_round = int(cast(int, messages[0].content.config_records["config"]
-                                ["server-round"]))
+        server_round = int(cast(int, messages[0].content.config_records[protocol.CONFIG]
+                                [protocol.SERVER_ROUND_KEY]))
         context = LegacyContext(Context(run_id=self.run.run_id, node_id=0, node_config={},
                                         state=RecordDict(), run_config={}), strategy=relay)
         context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
@@ -157,16 +157,16 @@ class SecureAggregationGrid(ForwardingGrid):
         arrays = ArrayRecord({k: Array(v) for k, v in
                               zip(keys, parameters_to_ndarrays(aggregate), strict=True)})
         for node, reply in masked.items():
-            content = RecordDict({"arrays": arrays, **{
+            content = RecordDict({protocol.ARRAYS: arrays, **{
                 name: record for name, record in reply.content.items()
-                if name in ("metrics", "site-stats")}})
+                if name in (protocol.METRICS, protocol.SITE_STATS)}})
             out.append(Message(content, reply_to=by_node[node]))
         return out
 
 
 def _fit_ins(msg: Message, keys: list[str]) -> FitIns:
     """The legacy training instruction for ``msg``: its arrays and config, plus the names."""
-    config = dict(msg.content.config_records["config"])
-    config[ARRAY_KEYS] = keys
-    return FitIns(arrayrecord_to_parameters(msg.content.array_records["arrays"], True),
+    config = dict(msg.content.config_records[protocol.CONFIG])
+    config[protocol.ARRAY_NAMES_KEY] = keys
+    return FitIns(arrayrecord_to_parameters(msg.content.array_records[protocol.ARRAYS], True),
                   cast(dict, config))

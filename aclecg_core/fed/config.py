@@ -20,11 +20,12 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from aclecg_core.fed.protocol import AGGREGATES
 from aclecg_core.method.losses import ACL_TERMS
+from aclecg_core.method.model import ENCODER_SIZES
 from aclecg_core.method.pretrain import METHODS, VIEWS
 
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
-AGGREGATES = ("encoder+projectors", "encoder")
 COHORT_SOURCES = ("synthetic", "folder")
 PARTITIONS = ("site", "iid", "dirichlet")
 PROBE_SOURCES = ("synthetic-holdout", "ptbxl", "cinc")
@@ -101,7 +102,7 @@ class RunSettings:
         "method": _one_of(*METHODS),
         "acl_terms": _one_of(*ACL_TERMS),
         "views": _one_of(*VIEWS),
-        "encoder": _one_of("tiny", "small", "default"),
+        "encoder": _one_of(*ENCODER_SIZES),
         "strategy": _one_of(*STRATEGIES),
         "proximal_mu": (_non_negative, ">= 0"),
         "server_lr": (_positive, "> 0"),

@@ -18,7 +18,6 @@ import numpy as np
 from aclecg_core.fed.arrays import select_keys, to_numpy, to_torch
 from aclecg_core.fed.audit import AuditTrail, RoundExchange, code_version
 from aclecg_core.fed.config import ConfigError, FederationConfig
-from aclecg_core.fed.training import encoder_config
 from aclecg_core.method.checkpoint import (
     checkpoint_paths,
     corpus_summary,
@@ -26,6 +25,7 @@ from aclecg_core.method.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from aclecg_core.method.model import EncoderConfig
 
 # Run-config keys that may differ between a run and its resumption.
 RESUME_FREE_KEYS = ("resume", "run-dir", "num-server-rounds", "round-timeout", "device",
@@ -144,7 +144,7 @@ class RunFolder:
         (``exchange``: what was sent and received; None for round 0), append its metrics."""
         auroc = None if probe is None else probe.get("macro_auroc")
         metadata = encoder_metadata(
-            method=self.cfg.run.method, encoder=encoder_config(self.cfg),
+            method=self.cfg.run.method, encoder=EncoderConfig(size=self.cfg.run.encoder),
             preprocessing=self.cfg.preprocessing, round=server_round,
             metrics={"macro_auroc": auroc,
                      "macro_auprc": None if probe is None else probe.get("macro_auprc")},

@@ -112,11 +112,6 @@ def _described(paths: tuple[Path, ...], layout: str) -> list[RecordSource]:
     return [with_header_metadata(s) for s in discover(list(paths), layout)]
 
 
-def site_data_dir(cfg: FederationConfig, data_dir: str, layout: str) -> Cohort:
-    """The training data of a deployed site: every record below its ``data-dir``."""
-    return _load(cfg, [cfg.path(data_dir)], layout or cfg.cohort.layout)
-
-
 def _frequent_labels(cohort: Cohort, min_records: int = 10, top: int = 10) -> list[str]:
     counts: dict[str, int] = {}
     for r in cohort.records:

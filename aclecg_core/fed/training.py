@@ -11,45 +11,60 @@ from aclecg_core.data.cohort import Cohort
 from aclecg_core.fed.arrays import round_seed, select_keys, to_numpy, to_torch
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.disclosure import StatValue, site_stats
+from aclecg_core.fed.protocol import TrainInstructions, TrainReport
+from aclecg_core.fed.sites import count_classes
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
 
-def encoder_config(cfg: FederationConfig) -> EncoderConfig:
-    """The encoder of a federated run."""
-    return EncoderConfig(size=cfg.run.encoder)
+def model_for(encoder: str, seed: int) -> AclEcgModel:
+    """The model every participant starts from (seeded initialisation of preset ``encoder``)."""
+    return build_model(EncoderConfig(size=encoder), seed=seed)
 
 
 def initial_model(cfg: FederationConfig) -> AclEcgModel:
-    """The model every participant starts from (seeded initialisation)."""
-    return build_model(encoder_config(cfg), seed=cfg.run.seed)
+    """The initial model of a federated run."""
+    return model_for(cfg.run.encoder, cfg.run.seed)
+
+
+def train_instructions(cfg: FederationConfig, round_offset: int = 0,
+                       server_round: int = 0) -> TrainInstructions:
+    """What the server tells the sites each round (Flower adds ``server-round``)."""
+    r = cfg.run
+    return TrainInstructions(
+        method=r.method, acl_terms=r.acl_terms, views=r.views, encoder=r.encoder,
+        local_epochs=r.local_epochs, batch_size=r.batch_size, lr=r.lr, seed=r.seed,
+        preprocessing=dict(cfg.preprocessing), aggregate=r.aggregate,
+        proximal_mu=r.proximal_mu if r.strategy == "fedprox" else 0.0,
+        secure_aggregation=r.secure_aggregation, share_site_stats=r.share_site_stats,
+        stats_classes=count_classes(cfg) if r.share_site_stats else [],
+        round_offset=round_offset, server_round=server_round)
 
 
 @dataclass
 class LocalUpdate:
-    """What a site sends back: the aggregated arrays, the training scalars
-    (``disclosure.TRAINING_METRICS``) and, only when the run asks, its summary ``stats``."""
+    """What a site sends back: the aggregated arrays, the training scalars and, only when the
+    run asks, its summary ``stats``; ``local_arrays`` (not aggregated) stay at the site."""
 
     arrays: dict[str, np.ndarray]
-    metrics: dict[str, float | int]
+    report: TrainReport
     local_arrays: dict[str, np.ndarray]
     stats: dict[str, StatValue]
 
 
-def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, np.ndarray],
-               server_round: int, site: int, proximal_mu: float = 0.0,
-               local_arrays: dict[str, np.ndarray] | None = None,
-               classes: list[str] | None = None) -> LocalUpdate:
-    """Local pretraining of the global model on one site's cohort for ``local-epochs``.
+def train_site(instructions: TrainInstructions, cohort: Cohort,
+               global_arrays: dict[str, np.ndarray], site: int, device: str = "auto",
+               local_arrays: dict[str, np.ndarray] | None = None) -> LocalUpdate:
+    """Local pretraining of the global model on one site's cohort, as ``instructions`` say.
 
     Args:
         global_arrays: the aggregated keys (``aggregate`` prefixes) of the global model.
-        server_round: the global round (seeds the site's training with (seed, round, site)).
-        proximal_mu: FedProx coefficient sent by the server (0: plain local training).
+        site: the site's number (seeds its training with (seed, round, site)).
+        device: the site's own choice (``auto``, ``cpu``, ``cuda[:N]``).
         local_arrays: the site's own non-aggregated arrays from its previous round, if any.
-        classes: label vocabulary of the ``label-count/...`` stats (``share-site-stats``).
     """
-    model = initial_model(cfg)
+    ins = instructions
+    model = model_for(ins.encoder, ins.seed)
     state = {**to_torch(local_arrays or {}), **to_torch(global_arrays)}
     missing = sorted(set(global_arrays) - set(model.state_dict()))
     if missing:
@@ -57,24 +72,20 @@ def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, n
     model.load_state_dict(state, strict=False)
     params = dict(model.named_parameters())
     reference = {k: v.detach().clone() for k, v in params.items() if k in global_arrays}
-    pcfg = PretrainConfig(method=cfg.run.method, acl_terms=cfg.run.acl_terms,
-                          views=cfg.run.views, epochs=cfg.run.local_epochs,
-                          batch_size=cfg.run.batch_size, lr=cfg.run.lr, proximal_mu=proximal_mu,
-                          seed=round_seed(cfg.run.seed, server_round, site))
-    result = pretrain(model, cohort, pcfg, device=pick_device(cfg.run.device),
-                      reference_weights=reference if proximal_mu > 0 else None)
+    pcfg = PretrainConfig(method=ins.method, acl_terms=ins.acl_terms, views=ins.views,
+                          epochs=ins.local_epochs, batch_size=ins.batch_size, lr=ins.lr,
+                          proximal_mu=ins.proximal_mu,
+                          seed=round_seed(ins.seed, ins.round, site))
+    result = pretrain(model, cohort, pcfg, device=pick_device(device),
+                      reference_weights=reference if ins.proximal_mu > 0 else None)
     full = to_numpy(model.state_dict())
-    sent = select_keys(full, cfg.run.aggregate)
-    metrics: dict[str, float | int] = {
-        "loss": float(result.loss),
-        "num-examples": int(result.num_examples),
-        "seconds": float(result.seconds),
-        "samples-per-second": float(result.samples_per_second),
-        "site-index": int(site),
-    }
-    stats = site_stats(cohort, classes or []) if cfg.run.share_site_stats else {}
+    sent = select_keys(full, ins.aggregate)
+    report = TrainReport(loss=float(result.loss), num_examples=int(result.num_examples),
+                         seconds=float(result.seconds),
+                         samples_per_second=float(result.samples_per_second), site_index=site)
+    stats = site_stats(cohort, ins.stats_classes) if ins.share_site_stats else {}
     kept = {k: v for k, v in full.items() if k not in sent}
-    return LocalUpdate(arrays=sent, metrics=metrics, local_arrays=kept, stats=stats)
+    return LocalUpdate(arrays=sent, report=report, local_arrays=kept, stats=stats)
 
 
 def set_threads(n: int) -> None:

@@ -24,6 +24,7 @@ _PRESETS: dict[str, tuple[int, int, int, int]] = {
     "small": (32, 4, 128, 64),
     "default": (64, 6, 256, 128),
 }
+ENCODER_SIZES = tuple(_PRESETS)
 
 
 @dataclass(frozen=True)

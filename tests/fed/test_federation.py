@@ -26,8 +26,7 @@ from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config, read_pyproject_defaults
 from aclecg_core.fed.disclosure import TRAINING_METRICS, suppress_small
 from aclecg_core.fed.sites import ensure_synthetic_cohort
-from aclecg_core.fed.training import initial_model
-from client.app import CONFIG_KEY, OFFSET_KEY
+from aclecg_core.fed.training import initial_model, train_instructions
 from client.app import train as client_train
 from server.app import build_strategy, client_entry, failure_entry
 
@@ -44,11 +43,16 @@ def task_identity() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> FederationConfig:
+def run_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | int]:
     tmp = tmp_path_factory.mktemp("fed")
     yaml = tmp / "sites.yaml"
     yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 6\n  cache-dir: {tmp}/cache\n")
-    return load_config({"config-file": str(yaml), "batch-size": 4}, ROOT)
+    return {"config-file": str(yaml), "batch-size": 4}
+
+
+@pytest.fixture(scope="module")
+def cfg(run_config: dict[str, str | int]) -> FederationConfig:
+    return load_config(run_config, ROOT)
 
 
 def _reply(arrays: dict[str, np.ndarray], n: int, site: int) -> Message:
@@ -63,15 +67,15 @@ def _train_message(cfg: FederationConfig, server_round: int = 1) -> Message:
     arrays = select_keys(to_numpy(initial_model(cfg).state_dict()), cfg.run.aggregate)
     content = RecordDict({
         "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-        "config": ConfigRecord({CONFIG_KEY: cfg.to_json(), OFFSET_KEY: 0,
-                                "server-round": server_round}),
+        "config": ConfigRecord(train_instructions(cfg, server_round=server_round).encode()),
     })
     return Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
 
 
-def _context(node_config: dict[str, bool | float | int | str]) -> Context:
+def _context(node_config: dict[str, bool | float | int | str],
+             run_config: dict[str, bool | float | int | str] | None = None) -> Context:
     return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(),
-                   run_config={})
+                   run_config=run_config or {})
 
 
 def test_fedavg_weighted_mean_keeps_integer_dtypes(cfg: FederationConfig) -> None:
@@ -121,10 +125,10 @@ def test_reply_under_the_deployment_default_reveals_arrays_and_training_scalars_
 
 
 def test_site_stats_leave_only_when_asked_with_small_counts_suppressed(
-        cfg: FederationConfig) -> None:
+        cfg: FederationConfig, run_config: dict[str, str | int]) -> None:
     asked = replace(cfg, run=replace(cfg.run, share_site_stats=True))
     reply = client_train(_train_message(asked), _context({"partition-id": 0,
-                                                           "num-partitions": 2}))
+                                                           "num-partitions": 2}, run_config))
     assert not reply.has_error(), reply.error
     stats = reply.content.config_records["site-stats"]
     assert stats["records"] == 6 and stats["fs"] == 100.0

@@ -13,7 +13,7 @@ from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.audit import verify_run
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort, simulated_site
-from aclecg_core.fed.training import initial_model, train_site
+from aclecg_core.fed.training import initial_model, train_instructions, train_site
 from aclecg_core.method.checkpoint import load_checkpoint
 from server.secagg import quantization_range
 from simulation.run import simulate
@@ -41,9 +41,9 @@ def test_a_site_dropping_out_within_the_threshold_leaves_the_fedavg_of_the_other
     assert "site3: no such file or folder" in round1["failures"][0]["error"]
 
     start = select_keys(to_numpy(initial_model(cfg).state_dict()), cfg.run.aggregate)
-    updates = [train_site(cfg, simulated_site(cfg, i, 3), start, server_round=1, site=i + 1)
-               for i in (0, 1)]
-    weights = [float(u.metrics["num-examples"]) for u in updates]
+    updates = [train_site(train_instructions(cfg, server_round=1), simulated_site(cfg, i, 3),
+                          start, site=i + 1) for i in (0, 1)]
+    weights = [float(u.report.num_examples) for u in updates]
     state, _ = load_checkpoint(run_dir / "checkpoints" / "final")
     secure = select_keys(to_numpy(state), cfg.run.aggregate)
     # SecAgg+ rounds each weighted value to a step of 2 x clipping range / levels, and the
