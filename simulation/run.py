@@ -3,8 +3,8 @@
 ``flwr.simulation.run_simulation`` is used rather than ``flwr run . local``: it needs no
 detached SuperLink, no FAB build, re-raises ServerApp errors, and starts in seconds. Its
 contexts carry an empty run config, so the run config (pyproject defaults + overrides) is
-handed to the ServerApp, which forwards the validated config to the clients in every train
-message.
+handed to both apps: the ServerApp, and the ClientApp, whose simulated sites take their share
+of the cohort it names (the train messages say only how to train).
 """
 
 from __future__ import annotations
@@ -144,10 +144,11 @@ def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR,
                 start_local_ray(backend["init_args"])
             from flwr.simulation import run_simulation
 
-            from client.app import app as client_app
+            from client.app import make_client_app
             from server.app import make_app
 
-            run_simulation(server_app=make_app(run_config, progress), client_app=client_app,
+            run_simulation(server_app=make_app(run_config, progress),
+                           client_app=make_client_app(run_config),
                            num_supernodes=cfg.cohort.sites, backend_config=backend)
     except FederationError as exc:
         raise SimulationError(f"{exc} (run folder {run_dir})") from None
