@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aclecg_core.fed import site
 from deploy import launch, pki
 
 DEFAULT_CONNECTION = "hospitals"
@@ -77,6 +78,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--key", type=Path, required=True, help="the site's private key file")
     p.add_argument("--data-dir", type=Path, required=True, help="the site's ECG folder")
     p.add_argument("--layout", default="auto", choices=("auto", "wfdb", "ptbxl", "cinc"))
+    p.add_argument("--cache-dir", type=Path,
+                   help="the site's cache of preprocessed records (default: "
+                        "$XDG_CACHE_HOME/aclecg, else ~/.cache/aclecg of the site's user)")
+    p.add_argument("--device", default="auto", type=_device,
+                   help="where the site trains: auto (its GPU if it has one), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of the site's training (0: torch's default)")
     p.add_argument("--superlink", default=f"127.0.0.1:{DEFAULT_PORT}", help="SuperLink host:port")
     p.add_argument("--ca-cert", type=Path, required=True, help="the federation's ca.crt")
     p.add_argument("--clientapp-port", type=int, default=9094,
@@ -194,21 +202,26 @@ def _supernode(args: argparse.Namespace) -> int:
         problem = site_preflight(data_dir, args.layout, args.min_records)
         if problem:
             return _fail(f"site '{args.site}' cannot serve: {problem}")
-    node_config: dict[str, str | int | bool] = {"site": args.site, "data-dir": str(data_dir),
-                                                "layout": args.layout}
+    cache_dir = (args.cache_dir or site.default_cache_dir()).expanduser().resolve()
+    if args.threads < 0:
+        return _fail(f"--threads must be >= 0, got {args.threads}")
+    node_config: dict[str, str | int | bool] = {
+        site.NAME: args.site, site.DATA_DIR: str(data_dir), site.LAYOUT: args.layout,
+        site.CACHE_DIR: str(cache_dir), site.DEVICE: args.device, site.THREADS: args.threads}
     if args.require_secure_aggregation:
-        node_config["require-secure-aggregation"] = True
-    index = args.site_index if args.site_index is not None else _trailing_number(args.site)
-    if index is not None:
-        node_config["site-index"] = index
+        node_config[site.REQUIRE_SECAGG] = True
+    if args.site_index is not None:  # else the digits ending the site name (SiteSettings)
+        node_config[site.INDEX] = args.site_index
     cmd = launch.supernode_command(args.superlink, args.ca_cert, args.key, node_config,
                                    args.clientapp_port)
     return _exec(cmd, launch.flower_env())
 
 
-def _trailing_number(name: str) -> int | None:
-    digits = name[len(name.rstrip("0123456789")):]
-    return int(digits) if digits else None
+def _device(value: str) -> str:
+    try:
+        return site.check_device(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def site_preflight(data_dir: Path, layout: str, min_records: int) -> str | None:
@@ -278,20 +291,34 @@ def _follow(args: argparse.Namespace) -> int:
     import subprocess
 
     env = launch.flower_env()
-    subprocess.run([launch.executable("flwr"), "log", str(args.run_id), args.connection,
-                    "--stream"], env=env, check=False)
-    try:
-        status = launch.run_status(args.run_id, args.connection, env)
-    except RuntimeError as exc:
-        return _fail(str(exc))
-    print(f"run {args.run_id}: {status}")
-    return 0 if status == launch.FINISHED_OK else 1
+    with subprocess.Popen([launch.executable("flwr"), "log", str(args.run_id), args.connection,
+                           "--stream"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in launch.without_tracebacks(proc.stdout):
+            sys.stdout.write(line)
+    return _outcome(args.run_id, args.connection, env, finished=True)
 
 
 def _status(args: argparse.Namespace) -> int:
     import subprocess
 
-    cmd = [launch.executable("flwr"), "list", args.connection]
+    env = launch.flower_env()
     if args.run_id is not None:
-        cmd += ["--run-id", str(args.run_id)]
-    return subprocess.run(cmd, env=launch.flower_env(), check=False).returncode
+        return _outcome(args.run_id, args.connection, env, finished=False)
+    return subprocess.run([launch.executable("flwr"), "list", args.connection], env=env,
+                          check=False).returncode
+
+
+def _outcome(run_id: int, connection: str, env: Mapping[str, str], finished: bool) -> int:
+    """Print the run's status in one line, with the reason if it failed. Exit code 1 for a
+    failed or stopped run, and with ``finished`` for any run that has not completed."""
+    try:
+        status, reason = launch.run_outcome(run_id, connection, env)
+    except RuntimeError as exc:
+        return _fail(str(exc))
+    if reason:
+        return _fail(f"run {run_id} {status.removeprefix('finished:')}: {reason}")
+    print(f"run {run_id}: {status}")
+    done = status.startswith("finished")
+    return 0 if status == launch.FINISHED_OK or not (done or finished) else 1

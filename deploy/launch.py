@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
@@ -380,14 +380,54 @@ def submit_run(app_dir: Path, connection: str, env: Mapping[str, str],
     return int(str(data["run-id"]))
 
 
-def run_status(run_id: int, connection: str, env: Mapping[str, str], timeout: float = 60) -> str:
-    """The run's status, e.g. ``running`` or ``finished:completed``."""
+def _run_entry(run_id: int, connection: str, env: Mapping[str, str],
+               timeout: float) -> dict[str, object]:
     data = _json_output(flwr(["list", connection, "--run-id", str(run_id), "--format", "json"],
                              env, timeout), f"listing run {run_id}")
     runs = data.get("runs")
     if not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
         raise RuntimeError(f"run {run_id} not found on {connection}")
-    return str(runs[0]["status"])
+    return runs[0]
+
+
+def run_status(run_id: int, connection: str, env: Mapping[str, str], timeout: float = 60) -> str:
+    """The run's status, e.g. ``running`` or ``finished:completed``."""
+    return str(_run_entry(run_id, connection, env, timeout)["status"])
+
+
+def run_outcome(run_id: int, connection: str, env: Mapping[str, str],
+                timeout: float = 60) -> tuple[str, str]:
+    """(status, one-line reason) of the run; the reason is empty unless it failed."""
+    entry = _run_entry(run_id, connection, env, timeout)
+    status = str(entry["status"])
+    if status == FINISHED_OK or not status.startswith("finished"):
+        return status, ""
+    return status, failure_reason(str(entry.get("status-details") or ""))
+
+
+SERVERAPP_FAILED = "ServerApp failed with exception: "
+
+
+def failure_reason(details: str) -> str:
+    """The first line of Flower's status details, without its exception prefix."""
+    reason = strip_ansi(details).strip().removeprefix(SERVERAPP_FAILED).strip()
+    return reason.splitlines()[0] if reason else "no reason recorded"
+
+
+def without_tracebacks(lines: Iterable[str]) -> Iterator[str]:
+    """``lines`` minus Python tracebacks: their frames and the exception line ending each."""
+    skipping = False
+    for line in lines:
+        text = strip_ansi(line)
+        if text.startswith("Traceback (most recent call last):"):
+            skipping = True
+        elif skipping:
+            skipping = text.startswith((" ", "\t"))  # frames are indented
+        elif not text.startswith(_CHAINED):
+            yield line
+
+
+_CHAINED = ("During handling of the above exception", "The above exception was the direct")
 
 
 def wait_for_run(run_id: int, connection: str, env: Mapping[str, str], timeout: float,
