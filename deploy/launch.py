@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -202,10 +203,11 @@ def _superlink_toml(links: Mapping[str, object]) -> str:
 
 
 class Daemon:
-    """A long-running Flower process in its own process group, logging to a file."""
+    """A long-running Flower process in its own process group, logging to a file; ``user``:
+    run it as that OS user, with its primary group only (needs root)."""
 
     def __init__(self, name: str, cmd: Sequence[str], env: Mapping[str, str], log_path: Path,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, user: str | None = None) -> None:
         self.name = name
         self.cmd = list(cmd)
         self.log_path = log_path
@@ -213,7 +215,9 @@ class Daemon:
         self._log: IO[bytes] = log_path.open("ab")
         self.proc = subprocess.Popen(
             self.cmd, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, user=user,
+            group=None if user is None else pwd.getpwnam(user).pw_gid,
+            extra_groups=None if user is None else [],
         )
         self._family: set[int] = {self.proc.pid}
 

@@ -1,0 +1,321 @@
+"""Hospitals as separate machines: two OS users, a private coordinator, TLS + node authentication.
+
+The coordinator (this test's user, root in CI) keeps its copy of the project, ``FLWR_HOME``,
+PKI, SuperLink database, run folders and probe data in a private (0700) folder. Each hospital is
+an OS user the test creates, with its own home (0700) holding its own reviewed copy of the
+project, ``FLWR_HOME``, node key, the federation's CA certificate, its ECGs and its cache; it
+pins the app identity it computes from its own copy (``--allow-app``). Nothing of the
+coordinator is readable by a site. Tests run in file order: (a) plain FedAvg, (b) secure
+aggregation, (c) a coordinator's modified app is refused at both sites and never runs, (d) a
+site killed mid-run and restarted rejoins a later round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aclecg_core.fed.config import load_config
+from aclecg_core.fed.sites import ensure_synthetic_cohort
+from deploy import launch, pki
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[2]
+CONNECTION = "hospitals"
+SITES = ("site1", "site2")
+RUN_TIMEOUT = 300.0
+
+
+def _can_create_users() -> str | None:
+    """Why this machine cannot play separate hospitals, or None."""
+    if os.geteuid() != 0:
+        return "creating OS users for the hospitals needs root (CI runs as root)"
+    if shutil.which("useradd") is None or shutil.which("userdel") is None:
+        return "useradd/userdel not found"
+    return None
+
+
+def _copy_project(dest: Path) -> None:
+    """The project's files as a checkout holds them (tracked + not ignored), nothing built."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=PROJECT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = PROJECT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+@dataclass
+class Hospital:
+    name: str
+    user: str
+    home: Path
+    env: dict[str, str]
+    identity: str = ""
+    node: launch.Daemon | None = None
+
+    @property
+    def uid(self) -> int:
+        return pwd.getpwnam(self.user).pw_uid
+
+    def run(self, *args: str) -> str:
+        """``aclecg`` as this hospital's user, in its copy of the project."""
+        proc = subprocess.run([sys.executable, "-m", "aclecg_cli", *args], env=self.env,
+                              cwd=self.home / "project", user=self.user,
+                              group=pwd.getpwnam(self.user).pw_gid, extra_groups=[],
+                              capture_output=True, text=True, timeout=180, check=False)
+        assert proc.returncode == 0, f"{self.name}: aclecg {args}: {proc.stderr[-2000:]}"
+        return proc.stdout
+
+
+@dataclass
+class Federation:
+    root: Path  # the coordinator's private folder
+    shared: Path  # parent of the hospitals' homes (not listable)
+    port: int
+    env: dict[str, str]
+    hospitals: dict[str, Hospital] = field(default_factory=dict)
+    superlink: launch.Daemon | None = None
+
+    @property
+    def address(self) -> str:
+        return launch.host_port(launch.LOOPBACK, self.port)
+
+    def start_node(self, hospital: Hospital, tag: str = "") -> None:
+        h = hospital.home
+        cmd = [sys.executable, "-m", "aclecg_cli", "deploy", "supernode", "--site", hospital.name,
+               "--key", str(h / "keys" / hospital.name), "--data-dir", str(h / "ecg"),
+               "--layout", "wfdb", "--superlink", self.address, "--ca-cert", str(h / "ca.crt"),
+               "--clientapp-port", str(launch.free_port()), "--allow-app", hospital.identity]
+        hospital.node = launch.Daemon(hospital.name, cmd, hospital.env,
+                                      self.root / "logs" / f"{hospital.name}{tag}.log",
+                                      cwd=h / "project", user=hospital.user)
+
+    def wait_online(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(n["status"] == "online"
+                  for n in launch.list_nodes(CONNECTION, self.env)) < count:
+            for hospital in self.hospitals.values():
+                node = hospital.node
+                assert node is None or node.poll() is None, \
+                    f"{hospital.name} exited: {node.log_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"fewer than {count} SuperNodes online"
+            time.sleep(1)
+
+    def submit(self, project: Path, run_dir: Path, **overrides: Any) -> int:
+        config = {"run-dir": str(run_dir), "config-file": str(self.root / "federation.yaml"),
+                  "num-server-rounds": 2, "batch-size": 8, "min-sites": 2,
+                  "round-timeout": 120.0, **overrides}
+        return launch.submit_run(project, CONNECTION, self.env, config)
+
+    def finish(self, run_id: int) -> str:
+        return launch.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT)
+
+
+def _add_hospital(fed: Federation, name: str, ecg: Path, ca_cert: Path) -> Hospital:
+    user = f"acl{name}{os.getpid() % 100000}"
+    home = fed.shared / name
+    subprocess.run(["useradd", "--create-home", "--home-dir", str(home), "--user-group",
+                    "--shell", "/usr/sbin/nologin", user], check=True, capture_output=True)
+    home.chmod(0o700)
+    _copy_project(home / "project")
+    shutil.copytree(ecg, home / "ecg")
+    shutil.copy2(ca_cert, home / "ca.crt")  # the coordinator sends the public CA certificate
+    subprocess.run(["chown", "-R", f"{user}:{user}", str(home)], check=True)
+    base = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home), "USER": user, "LOGNAME": user, "LANG": "C.UTF-8"}
+    hospital = Hospital(name, user, home, launch.flower_env(home / ".flwr", base=base))
+    fed.hospitals[name] = hospital
+    return hospital
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    reason = _can_create_users()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("coordinator")
+    root.chmod(0o700)
+    shared = Path(tempfile.mkdtemp(prefix="aclecg-hospitals-"))
+    shared.chmod(0o711)
+    (shared / "marks").mkdir(mode=0o1777)
+    (shared / "marks").chmod(0o1777)
+    (root / "federation.yaml").write_text(
+        "cohort:\n  source: synthetic\n  sites: 2\n  records-per-site: 12\n"
+        f"  cache-dir: '{root / 'cache'}'\n"
+        "probe:\n  source: synthetic-holdout\n  test-fraction: 0.3\n  val-fraction: 0.5\n"
+        "  bootstrap: 20\n")
+    cohort = ensure_synthetic_cohort(load_config(
+        {"config-file": str(root / "federation.yaml"), "min-sites": 1}, PROJECT))
+    _copy_project(root / "project")
+    pki.make_ca(root / "pki")
+    pki.make_server_certificate(root / "pki", root / "pki")
+    tls = launch.TlsFiles.in_dir(root / "pki")
+    fed = Federation(root=root, shared=shared, port=launch.free_port(),
+                     env=launch.flower_env(root / "flwr-home"))
+    try:
+        for name in SITES:
+            hospital = _add_hospital(fed, name, cohort / name, tls.ca_cert)
+            probe = subprocess.run([sys.executable, "-c", "import flwr, torch"],
+                                   env=hospital.env, user=hospital.user, capture_output=True,
+                                   text=True, check=False)
+            if probe.returncode != 0:
+                pytest.skip(f"the project's Python ({sys.executable}) is not usable by another "
+                            f"OS user: {probe.stderr.strip()[-300:]}")
+            hospital.run("deploy", "make-site-key", name, "--out-dir", str(hospital.home / "keys"))
+            hospital.identity = hospital.run("deploy", "app-hash",
+                                             str(hospital.home / "project")).strip()
+        fed.superlink = launch.Daemon(
+            "superlink", [sys.executable, "-m", "aclecg_cli", "deploy", "superlink",
+                          "--pki-dir", str(root / "pki"), "--database",
+                          str(root / "state" / "superlink.db"), "--port", str(fed.port)],
+            fed.env, root / "logs" / "superlink.log")
+        launch.wait_for_port(launch.LOOPBACK, fed.port, 60, fed.superlink)
+        launch.write_connection(root / "flwr-home", CONNECTION, fed.address, tls.ca_cert)
+        for name, hospital in fed.hospitals.items():
+            public = root / "received" / f"{name}.pub"  # the key file the hospital sent
+            public.parent.mkdir(exist_ok=True)
+            shutil.copy2(hospital.home / "keys" / f"{name}.pub", public)
+            launch.register_node(public, CONNECTION, name, fed.env)
+        for hospital in fed.hospitals.values():
+            fed.start_node(hospital)
+        fed.wait_online(len(SITES))
+        yield fed
+    finally:
+        for hospital in fed.hospitals.values():
+            if hospital.node is not None:
+                hospital.node.stop()
+        if fed.superlink is not None:
+            fed.superlink.stop()
+        for hospital in fed.hospitals.values():
+            subprocess.run(["pkill", "-KILL", "-u", hospital.user], check=False)
+            subprocess.run(["userdel", "--remove", hospital.user], check=False,
+                           capture_output=True)
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _rounds(run_dir: Path) -> list[dict[str, Any]]:
+    return list(json.loads((run_dir / "metrics.json").read_text())["rounds"])
+
+
+def _owned_outside(uid: int, own: Path, roots: list[Path]) -> list[str]:
+    """Files and folders below ``roots`` owned by ``uid`` that are not below ``own``."""
+    found = []
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = Path(folder) / name
+                try:
+                    owner = path.lstat().st_uid
+                except OSError:
+                    continue
+                if owner == uid and not path.is_relative_to(own):
+                    found.append(str(path))
+    return found
+
+
+def test_two_hospitals_train_every_round_and_write_only_their_own_folders(
+        federation: Federation) -> None:
+    fed = federation
+    assert fed.hospitals["site1"].identity == fed.hospitals["site2"].identity
+    assert stat.S_IMODE(fed.root.stat().st_mode) == 0o700
+    run_dir = fed.root / "runs" / "plain"
+    run_id = fed.submit(fed.root / "project", run_dir)
+    status = fed.finish(run_id)
+    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, fed.env)
+    rounds = _rounds(run_dir)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    for r in rounds[1:]:
+        assert sorted(c["site"] for c in r["clients"]) == list(SITES), r
+        assert r["failures"] == []
+    assert (run_dir / "report.md").is_file()
+    roots = [Path(tempfile.gettempdir()), Path("/var/tmp"), Path("/dev/shm"), PROJECT]
+    for hospital in fed.hospitals.values():
+        cache = hospital.home / ".cache" / "aclecg" / "cohorts"
+        assert any(cache.iterdir()), f"{hospital.name} cached nothing in its own cache"
+        assert _owned_outside(hospital.uid, hospital.home, roots) == []
+        log = hospital.node.log_text() if hospital.node else ""
+        assert hospital.identity in log  # the site names the app it runs
+
+
+def test_secure_aggregation_over_the_tls_deployment(federation: Federation) -> None:
+    fed = federation
+    run_dir = fed.root / "runs" / "secure"
+    run_id = fed.submit(fed.root / "project", run_dir,
+                        **{"num-server-rounds": 1, "secure-aggregation": True})
+    status = fed.finish(run_id)
+    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, fed.env)
+    (round1,) = [r for r in _rounds(run_dir) if r["round"] == 1]
+    assert sorted(c["site"] for c in round1["clients"]) == list(SITES)
+    audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    exchange = next(e for e in audit if e.get("round") == 1)
+    assert exchange["exchange"]["secure_aggregation"] is True
+
+
+def test_a_modified_app_is_refused_at_both_sites_and_never_runs(
+        federation: Federation) -> None:
+    fed = federation
+    modified = fed.root / "project-modified"
+    shutil.copytree(fed.root / "project", modified)
+    mark = fed.shared / "marks"
+    with (modified / "client" / "app.py").open("a") as f:  # one line that leaves a mark
+        f.write(f"Path('{mark}', f'ran-as-{{os.getuid()}}').touch()\nimport os\n")
+    run_id = fed.submit(modified, fed.root / "runs" / "modified", **{"num-server-rounds": 1})
+    status = fed.finish(run_id)
+    assert status.startswith("finished:") and status != launch.FINISHED_OK
+    follow = subprocess.run([sys.executable, "-m", "aclecg_cli", "deploy", "follow",
+                             str(run_id), "--connection", CONNECTION], env=fed.env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert follow.returncode == 1
+    assert "Traceback" not in follow.stdout + follow.stderr
+    reason = follow.stderr.strip().splitlines()[-1]
+    assert f"run {run_id} failed" in reason and reason.count("refused") == len(SITES), reason
+    status_cmd = subprocess.run([sys.executable, "-m", "aclecg_cli", "deploy", "status",
+                                 str(run_id), "--connection", CONNECTION], env=fed.env,
+                                capture_output=True, text=True, timeout=120, check=False)
+    assert status_cmd.returncode == 1 and status_cmd.stderr.strip() == reason
+    assert list(mark.iterdir()) == []
+    for hospital in fed.hospitals.values():
+        log = hospital.node.log_text() if hospital.node else ""
+        assert "refused" in log and hospital.identity in log
+        apps = hospital.home / ".flwr" / "apps"
+        installed = list(apps.iterdir()) if apps.is_dir() else []
+        assert len(installed) == 1, installed  # only the approved app was ever installed
+
+
+def test_a_killed_site_restarts_and_rejoins_a_later_round(federation: Federation) -> None:
+    fed = federation
+    run_dir = fed.root / "runs" / "rejoin"
+    run_id = fed.submit(fed.root / "project", run_dir,
+                        **{"num-server-rounds": 4, "min-sites": 1, "round-timeout": 45.0})
+    checkpoint = run_dir / "checkpoints" / "round-0001.safetensors"
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not checkpoint.is_file():
+        assert time.monotonic() < deadline, launch.run_log(run_id, CONNECTION, fed.env)
+        time.sleep(0.5)
+    site2 = fed.hospitals["site2"]
+    assert site2.node is not None
+    site2.node.stop(grace=0)
+    fed.start_node(site2, tag="-restarted")
+    status = fed.finish(run_id)
+    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, fed.env)
+    rounds = _rounds(run_dir)
+    assert sorted(c["site"] for c in rounds[1]["clients"]) == list(SITES)
+    later = [r["round"] for r in rounds[2:] if "site2" in {c["site"] for c in r["clients"]}]
+    assert later, f"site2 never rejoined: {rounds[2:]}"
