@@ -105,7 +105,7 @@ class AppGuard:
                 _LOG.warning("[RUN %s] app without a valid identity (%s); running it anyway: "
                              "this site runs any app the coordinator submits", run_id, exc)
                 return
-            self._refusals[fab_hash] = f"{self.site}: refused app of run {run_id}: {exc}"
+            self._refusals[fab_hash] = f"{self.site}: refused app (FAB {fab_hash}): {exc}"
             raise _Refused(run_id, fab_hash) from exc
         if not self.allowed:
             _LOG.info("[RUN %s] running app %s (no --allow-app: any app is accepted)",

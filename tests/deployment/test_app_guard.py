@@ -238,7 +238,9 @@ def test_guard_refuses_a_tampered_bundle(fab: bytes) -> None:
     args = link.node_loop_arguments()
     assert guard(**args) == RUN_ID
     (reply,) = args["state"].get_messages_legacy(is_reply=True)
-    assert reply.error.reason.startswith("site1: refused app of run 7: malformed app bundle")
+    assert reply.error.reason.startswith(f"site1: refused app (FAB {link.fab.hash_str}): "
+                                         "malformed app bundle: manifest does not match")
+    assert args["state"].get_run(RUN_ID) is None
 
 
 def test_guard_lets_an_allowed_app_through(fab: bytes, caplog: pytest.LogCaptureFixture) -> None:
