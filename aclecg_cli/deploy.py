@@ -1,7 +1,7 @@
 """``aclecg deploy``: certificates, keys, SuperLink and per-hospital SuperNodes over TLS.
 
 Coordinator: ``make-ca``, ``make-server-cert``, ``connect``, ``register-site``, ``superlink``,
-``submit``, ``follow``, ``status``. Hospital: ``make-site-key``, ``supernode``.
+``submit``, ``follow``, ``status``. Hospital: ``make-site-key``, ``app-hash``, ``supernode``.
 Telemetry, update checks and runtime dependency installation are always off.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from aclecg_core.fed import site
 from deploy import launch, pki
+from deploy.app_identity import parse_identity, project_app_identity
 
 DEFAULT_CONNECTION = "hospitals"
 DEFAULT_PORT = 9093
@@ -48,6 +49,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("."), help="folder for SITE and SITE.pub")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_make_site_key)
+
+    p = sub.add_parser("app-hash", help="print the identity of the app 'submit' sends from a tree")
+    p.add_argument("project_dir", type=Path, nargs="?", default=PROJECT_DIR,
+                   help="the Flower app (project) folder (default: this project)")
+    p.set_defaults(func=_app_hash)
 
     p = sub.add_parser("connect", help="write the SuperLink connection into $FLWR_HOME/config.toml")
     p.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORT}", help="SuperLink host:port")
@@ -87,6 +93,9 @@ def register(subparsers: Any) -> None:
                    help="torch threads of the site's training (0: torch's default)")
     p.add_argument("--superlink", default=f"127.0.0.1:{DEFAULT_PORT}", help="SuperLink host:port")
     p.add_argument("--ca-cert", type=Path, required=True, help="the federation's ca.crt")
+    p.add_argument("--allow-app", action="append", default=[], metavar="ID",
+                   help="run only this app (identity from 'app-hash'; repeatable); "
+                        "default: any app the coordinator submits")
     p.add_argument("--clientapp-port", type=int, default=9094,
                    help="local (loopback) port for the ClientApp runtime; one per SuperNode")
     p.add_argument("--min-records", type=int, default=8,
@@ -192,6 +201,7 @@ def _superlink(args: argparse.Namespace) -> int:
 def _supernode(args: argparse.Namespace) -> int:
     try:
         pki.check_site_name(args.site)
+        allowed_apps = [parse_identity(value) for value in args.allow_app]
     except ValueError as exc:
         return _fail(str(exc))
     for path, what in ((args.key, "private key"), (args.ca_cert, "CA certificate")):
@@ -214,6 +224,7 @@ def _supernode(args: argparse.Namespace) -> int:
         node_config[site.INDEX] = args.site_index
     cmd = launch.supernode_command(args.superlink, args.ca_cert, args.key, node_config,
                                    args.clientapp_port)
+    cmd = launch.guarded_supernode_command(cmd, args.site, allowed_apps)
     return _exec(cmd, launch.flower_env())
 
 
@@ -222,6 +233,14 @@ def _device(value: str) -> str:
         return site.check_device(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _app_hash(args: argparse.Namespace) -> int:
+    try:
+        print(project_app_identity(args.project_dir))
+    except ValueError as exc:
+        return _fail(str(exc))
+    return 0
 
 
 def site_preflight(data_dir: Path, layout: str, min_records: int) -> str | None:

@@ -170,6 +170,17 @@ def supernode_command(superlink: str, root_cert: Path, private_key: Path | None,
     return cmd
 
 
+def guarded_supernode_command(supernode_cmd: Sequence[str], site: str,
+                              allowed_apps: Sequence[str]) -> list[str]:
+    """``supernode_cmd`` run under the app guard (``deploy.app_guard``) instead of as is.
+
+    With ``allowed_apps`` (identities) the node refuses every other app; without, it logs them.
+    """
+    allow = [arg for app in allowed_apps for arg in ("--allow-app", app)]
+    return [sys.executable, "-m", "deploy.app_guard", "--site", site, *allow, "--",
+            *supernode_cmd[1:]]
+
+
 def write_connection(flwr_home: Path, name: str, address: str, root_cert: Path,
                      make_default: bool = True) -> Path:
     """Write (or replace) the SuperLink connection ``name`` in ``$FLWR_HOME/config.toml``.
