@@ -225,7 +225,16 @@ def _supernode(args: argparse.Namespace) -> int:
     cmd = launch.supernode_command(args.superlink, args.ca_cert, args.key, node_config,
                                    args.clientapp_port)
     cmd = launch.guarded_supernode_command(cmd, args.site, allowed_apps)
-    return _exec(cmd, launch.flower_env())
+    return _exec(cmd, launch.flower_env(**site_scratch(cache_dir)))
+
+
+def site_scratch(cache_dir: Path) -> dict[str, str]:
+    """Environment that keeps the site's scratch files (temporary files, torch's compile
+    cache) inside its cache folder instead of the machine's shared /tmp."""
+    scratch = {"TMPDIR": cache_dir / "tmp", "TORCHINDUCTOR_CACHE_DIR": cache_dir / "torch"}
+    for folder in scratch.values():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return {key: str(folder) for key, folder in scratch.items()}
 
 
 def _device(value: str) -> str:
