@@ -11,8 +11,9 @@ from aclecg_core.data.cohort import Cohort
 from aclecg_core.fed.arrays import round_seed, select_keys, to_numpy, to_torch
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.disclosure import StatValue, site_stats
+from aclecg_core.fed.updates import nonfinite_keys
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
-from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
+from aclecg_core.method.pretrain import DivergenceError, PretrainConfig, pick_device, pretrain
 
 
 def encoder_config(cfg: FederationConfig) -> EncoderConfig:
@@ -42,6 +43,9 @@ def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, n
                classes: list[str] | None = None) -> LocalUpdate:
     """Local pretraining of the global model on one site's cohort for ``local-epochs``.
 
+    Raises :class:`DivergenceError` naming the round and the step when the loss, or naming the
+    arrays when the weights, stop being finite: the site then sends no weights.
+
     Args:
         global_arrays: the aggregated keys (``aggregate`` prefixes) of the global model.
         server_round: the global round (seeds the site's training with (seed, round, site)).
@@ -61,10 +65,17 @@ def train_site(cfg: FederationConfig, cohort: Cohort, global_arrays: dict[str, n
                           views=cfg.run.views, epochs=cfg.run.local_epochs,
                           batch_size=cfg.run.batch_size, lr=cfg.run.lr, proximal_mu=proximal_mu,
                           seed=round_seed(cfg.run.seed, server_round, site))
-    result = pretrain(model, cohort, pcfg, device=pick_device(cfg.run.device),
-                      reference_weights=reference if proximal_mu > 0 else None)
+    try:
+        result = pretrain(model, cohort, pcfg, device=pick_device(cfg.run.device),
+                          reference_weights=reference if proximal_mu > 0 else None)
+    except DivergenceError as exc:
+        raise DivergenceError(f"round {server_round}: {exc}") from None
     full = to_numpy(model.state_dict())
     sent = select_keys(full, cfg.run.aggregate)
+    bad = nonfinite_keys(sent)
+    if bad:
+        raise DivergenceError(f"round {server_round}: non-finite weights after local training "
+                              f"in {len(bad)} array(s), e.g. {bad[0]} (lr {cfg.run.lr:g})")
     metrics: dict[str, float | int] = {
         "loss": float(result.loss),
         "num-examples": int(result.num_examples),
