@@ -112,7 +112,11 @@ class RunFolder:
             raise ConfigError(f"cannot resume {folder.path}: config differs from its "
                               f"config.json in {diff or 'base-dir'}")
         last = int(folder.metrics["final_round"])
-        folder.metrics["rounds"] = [r for r in folder.metrics["rounds"] if r["round"] <= last]
+        # A run that stopped before round 1 finished starts again from round 0.
+        folder.metrics["rounds"] = [r for r in folder.metrics["rounds"]
+                                    if r["round"] <= last] if last > 0 else []
+        if last == 0:
+            folder.metrics["best"] = None
         folder.metrics["run"].update(status="running", finished=None)
         folder.metrics["run"].pop("error", None)
         if changed:
