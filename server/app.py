@@ -196,8 +196,10 @@ def check_reply(msg: Message, template: Mapping[str, np.ndarray],
         return msg
     metrics = msg.content.metric_records.get("metrics")
     record = msg.content.array_records.get("arrays")
-    if metrics is None or record is None:
-        problem: str | None = "the reply holds no 'metrics' or no 'arrays' record"
+    records = sorted([*msg.content.array_records, *msg.content.metric_records])
+    if metrics is None or record is None or len(records) != 2:
+        problem: str | None = f"the reply holds records {records}, expected 'arrays' and " \
+            "'metrics' (one each)"
     else:
         problem = check_metrics(dict(metrics)) or check_arrays(
             _arrays_of(record), template, reference, max_ratio, same_dtypes)

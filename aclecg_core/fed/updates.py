@@ -79,11 +79,14 @@ def check_arrays(arrays: Mapping[str, np.ndarray], template: Mapping[str, np.nda
 
 
 def check_metrics(metrics: Mapping[str, object]) -> str | None:
-    """Why a reply's training scalars cannot be used (a missing or non-finite one, or a
-    ``num-examples`` that is not positive), or None."""
+    """Why a reply's training scalars cannot be used (a missing, unexpected or non-finite one,
+    or a ``num-examples`` that is not positive), or None."""
     missing = [k for k in TRAINING_METRICS if k not in metrics]
     if missing:
         return f"metrics lack {_names(missing)}"
+    extra = sorted(set(metrics) - set(TRAINING_METRICS))
+    if extra:
+        return f"unexpected metrics {_names(extra)}"
     for key in TRAINING_METRICS:
         value = metrics[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or \

@@ -314,3 +314,17 @@ def test_robust_aggregation_uses_flowers_median(cfg: FederationConfig) -> None:
                 for site, (v, n) in enumerate([(1.0, 1), (2.0, 1), (9.0, 50)], start=1)]
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None and float(arrays["encoder.w"].numpy()[0]) == 2.0
+
+
+def test_a_reply_flower_could_not_aggregate_is_refused_not_fatal(cfg: FederationConfig) -> None:
+    template = {"encoder.w": np.zeros(1, np.float32)}
+    log: list[list[Message]] = []
+    strategy = build_strategy(cfg, template, lambda r, replies, silent: log.append(replies))
+    odd = _reply({"encoder.w": np.ones(1, np.float32)}, 1, 2)
+    odd.content["more"] = MetricRecord({"x": 1.0})  # Flower raises on a second MetricRecord
+    arrays, _ = strategy.aggregate_train(1, [_reply({"encoder.w": np.ones(1, np.float32)}, 1, 1),
+                                             odd])
+    assert arrays is not None and float(arrays["encoder.w"].numpy()[0]) == 1.0
+    assert failure_entry(log[0][1]) == {
+        "site": "site2", "error": "update refused: the reply holds records ['arrays', "
+                                  "'metrics', 'more'], expected 'arrays' and 'metrics' (one each)"}

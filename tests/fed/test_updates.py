@@ -64,6 +64,7 @@ def test_nonfinite_keys_ignore_integer_arrays() -> None:
 
 @pytest.mark.parametrize(("change", "reason"), [
     ({"seconds": None, "loss": None}, "metrics lack loss, seconds"),
+    ({"label-count/MI": 3}, "unexpected metrics label-count/MI"),
     ({"loss": math.nan}, "metric loss is nan, not a finite number"),
     ({"num-examples": True}, "metric num-examples is True, not a finite number"),
     ({"num-examples": 0}, "metric num-examples is 0, not positive"),
