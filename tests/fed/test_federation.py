@@ -24,7 +24,14 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedMedian, Strategy
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Strategy,
+)
 from flwr.supercore.task_identity import TaskIdentity
 
 from aclecg_core.fed import training
@@ -303,6 +310,20 @@ def test_non_finite_weights_after_local_training_are_not_sent(
     with pytest.raises(DivergenceError, match=r"round 4: non-finite weights after local "
                        r"training in 1 array\(s\), e.g. encoder\."):
         training.train_site(cfg, site, glob, server_round=4, site=1)
+
+
+@pytest.mark.parametrize(("robust", "kind", "settings"), [
+    ("trimmed-mean", FedTrimmedAvg, {"beta": 0.25}),
+    ("krum", Krum, {"num_malicious_nodes": 1}),
+    ("multi-krum", MultiKrum, {"num_malicious_nodes": 1, "num_nodes_to_select": 1}),
+    ("bulyan", Bulyan, {"num_malicious_nodes": 1}),
+])
+def test_robust_aggregation_builds_flowers_strategy(cfg: FederationConfig, robust: str,
+                                                    kind: type, settings: dict[str, float]) -> None:
+    chosen = replace(cfg, run=replace(cfg.run, robust_aggregation=robust))
+    inner = cast(RecordingStrategy, build_strategy(chosen, {}, lambda *_: None)).inner
+    assert type(inner) is kind
+    assert {k: getattr(inner, k) for k in settings} == settings
 
 
 def test_robust_aggregation_uses_flowers_median(cfg: FederationConfig) -> None:
