@@ -225,7 +225,7 @@ def _supernode(args: argparse.Namespace) -> int:
     cmd = launch.supernode_command(args.superlink, args.ca_cert, args.key, node_config,
                                    args.clientapp_port)
     cmd = launch.guarded_supernode_command(cmd, args.site, allowed_apps)
-    return _exec(cmd, launch.flower_env(**site_scratch(cache_dir)))
+    return _exec(cmd, {**launch.flower_env(), **site_scratch(cache_dir)})
 
 
 def site_scratch(cache_dir: Path) -> dict[str, str]:

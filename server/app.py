@@ -6,6 +6,7 @@ Thin: configuration, data, run folder and probing live in ``aclecg_core``.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,13 +20,26 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Context,
+    Error,
     Message,
+    MessageType,
     MetricRecord,
     RecordDict,
 )
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, Strategy
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Strategy,
+)
 
 from aclecg_core.evaluation.reference import ReferenceProbe
 from aclecg_core.fed import protocol
@@ -43,12 +57,14 @@ from aclecg_core.fed.rounds import (
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data
 from aclecg_core.fed.training import initial_model, train_instructions
+from aclecg_core.fed.updates import check_arrays, check_metrics
 from aclecg_core.method.checkpoint import CheckpointError
 from aclecg_core.method.model import AclEcgModel
 from server.dp import DpSettings, wrap_with_dp
 from server.secagg import SecureAggregationGrid
 
 APP_DIR = Path(__file__).resolve().parents[1]
+REFUSED_CODE = 1003  # the error code of a reply the server refused to aggregate
 _SITE_ERROR = re.compile(r"^(site\S*|node-\d+): (.*)$", re.S)
 
 RepliesHook = Callable[[int, list[Message], list[int]], None]
@@ -79,7 +95,10 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
                                   min_available_nodes=r.min_sites,
                                   train_metrics_aggr_fn=_train_metrics)
     base: type[FedAvg]
-    if r.strategy == "fedprox":
+    if r.robust_aggregation != "off":
+        base, extra = _robust_strategy(cfg)
+        common.update(extra)
+    elif r.strategy == "fedprox":
         base, common["proximal_mu"] = FedProx, r.proximal_mu
     elif r.strategy == "fedavgm":
         base = FedAvgM
@@ -93,35 +112,60 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
     with filtered(logging.getLogger("flwr"), DropMessages("fraction_evaluate is set to 0.0")):
         strategy = base(**common)
     inner = wrap_with_dp(strategy, dp, cfg.sites_per_round())
-    return RecordingStrategy(inner, template, on_replies)
+    return RecordingStrategy(inner, template, on_replies, max_update_ratio=r.max_update_ratio,
+                             same_dtypes=not r.secure_aggregation)
+
+
+def _robust_strategy(cfg: FederationConfig) -> tuple[type[FedAvg], dict[str, Any]]:
+    """Flower's strategy for ``robust-aggregation`` and its own arguments."""
+    r = cfg.run
+    byzantine = {"num_malicious_nodes": r.robust_byzantine_sites}
+    if r.robust_aggregation == "median":
+        return FedMedian, {}
+    if r.robust_aggregation == "trimmed-mean":
+        return FedTrimmedAvg, {"beta": r.robust_trim_fraction}
+    if r.robust_aggregation == "krum":
+        return Krum, byzantine
+    if r.robust_aggregation == "multi-krum":
+        keep = max(1, cfg.sites_per_round() - r.robust_byzantine_sites)
+        return MultiKrum, {**byzantine, "num_nodes_to_select": keep}
+    return Bulyan, byzantine
 
 
 class RecordingStrategy(Strategy):
-    """Wraps ``inner`` to (1) report every round's replies, errors included, and the nodes that
-    did not answer (before a DP wrapper may skip the round), (2) aggregate in a fixed (site)
-    order and (3) give the aggregated arrays back the dtypes of ``template``."""
+    """Wraps ``inner`` to (1) refuse the replies that fail :func:`check_reply` (each becomes an
+    error reply naming the site and the reason: a failure of the round), (2) report every
+    round's replies, errors included, and the nodes that did not answer (before a DP wrapper
+    may skip the round), (3) aggregate in a fixed (site) order and (4) give the aggregated
+    arrays back the dtypes of ``template``."""
 
     def __init__(self, inner: Strategy, template: Mapping[str, np.ndarray],
-                 on_replies: RepliesHook) -> None:
+                 on_replies: RepliesHook, max_update_ratio: float = float("inf"),
+                 same_dtypes: bool = True) -> None:
         self.inner, self.template, self.on_replies = inner, template, on_replies
+        self.max_update_ratio, self.same_dtypes = max_update_ratio, same_dtypes
         self.sent: list[Message] = []  # this round's train messages (ids set when pushed)
+        self.global_arrays: dict[str, np.ndarray] | None = None  # what this round trains from
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        self.global_arrays = _arrays_of(arrays)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self.sent = messages
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        ordered = sorted(replies, key=_reply_order)
+        replies = list(replies)
         # A reply names its node by the message it answers: an error the SuperLink writes for
         # an unreachable node comes from the SuperLink's own node id.
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in self.sent}
         answered = {node_of.get(m.metadata.reply_to_message_id, m.metadata.src_node_id)
-                    for m in ordered}
+                    for m in replies}
         silent = [m.metadata.dst_node_id for m in self.sent
                   if m.metadata.dst_node_id not in answered]
+        checks = (self.template, self.global_arrays, self.max_update_ratio, self.same_dtypes)
+        ordered = sorted((check_reply(m, *checks) for m in replies), key=_reply_order)
         self.on_replies(server_round, ordered, silent)
         arrays, metrics = self.inner.aggregate_train(server_round, ordered)
         if arrays is not None:
@@ -139,6 +183,34 @@ class RecordingStrategy(Strategy):
 
     def summary(self) -> None:
         self.inner.summary()
+
+
+def check_reply(msg: Message, template: Mapping[str, np.ndarray],
+                reference: Mapping[str, np.ndarray] | None, max_ratio: float,
+                same_dtypes: bool) -> Message:
+    """``msg``, or when its training reply cannot be aggregated
+    (:mod:`aclecg_core.fed.updates`) an error reply from the same node naming the site and why:
+    its arrays never reach the aggregation."""
+    if msg.has_error():
+        return msg
+    metrics = msg.content.metric_records.get(protocol.METRICS)
+    record = msg.content.array_records.get(protocol.ARRAYS)
+    records = sorted([*msg.content.array_records, *msg.content.metric_records])
+    if metrics is None or record is None or len(records) != 2:
+        problem: str | None = f"the reply holds records {records}, expected " \
+            f"'{protocol.ARRAYS}' and '{protocol.METRICS}' (one each)"
+    else:
+        problem = check_metrics(dict(metrics)) or check_arrays(
+            _arrays_of(record), template, reference, max_ratio, same_dtypes)
+    if problem is None:
+        return msg
+    node = msg.metadata.src_node_id
+    index = None if metrics is None else metrics.get("site-index")
+    site = site_name(int(index)) if isinstance(index, int | float) and math.isfinite(index) \
+        else f"node-{node}"
+    instruction = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+    return Message(Error(code=REFUSED_CODE, reason=f"{site}: update refused: {problem}"),
+                   reply_to=instruction)
 
 
 def _reply_order(msg: Message) -> tuple[int, float]:

@@ -57,6 +57,9 @@ class ProbeData:
                                  "(n, D) and (n, C)")
             if not len(x):
                 raise ValueError(f"the {name} part of the probe is empty")
+            if not np.isfinite(x).all():
+                raise ValueError(f"the {name} features of the probe are not all finite (a "
+                                 "diverged encoder?)")
         if len({x.shape[1] for _, x, _ in parts}) != 1 or len({y.shape[1] for *_, y in parts}) != 1:
             raise ValueError("the train, validation and test parts differ in feature or class "
                              f"count: {[(x.shape, y.shape) for _, x, y in parts]}")

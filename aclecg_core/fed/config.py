@@ -30,6 +30,8 @@ COHORT_SOURCES = ("synthetic", "folder")
 PARTITIONS = ("site", "iid", "dirichlet")
 PROBE_SOURCES = ("synthetic-holdout", "ptbxl", "cinc")
 DP_MODES = ("off", "fixed", "adaptive")
+# Flower 1.41's aggregations that resist outlying updates (flwr.serverapp.strategy).
+ROBUST_AGGREGATIONS = ("off", "median", "trimmed-mean", "krum", "multi-krum", "bulyan")
 
 
 class ConfigError(ValueError):
@@ -69,6 +71,10 @@ class RunSettings:
     server_momentum: float = 0.9
     server_eta: float = 0.01
     aggregate: str = "encoder+projectors"
+    max_update_ratio: float = 10.0
+    robust_aggregation: str = "off"
+    robust_trim_fraction: float = 0.25
+    robust_byzantine_sites: int = 1
     dp: str = "off"
     dp_noise_multiplier: float = 1.0
     dp_clipping_norm: float = 1.0
@@ -109,6 +115,10 @@ class RunSettings:
         "server_momentum": ((lambda v: 0 <= v < 1), "in [0, 1)"),
         "server_eta": (_positive, "> 0"),
         "aggregate": _one_of(*AGGREGATES),
+        "max_update_ratio": (_positive, "> 0"),
+        "robust_aggregation": _one_of(*ROBUST_AGGREGATIONS),
+        "robust_trim_fraction": ((lambda v: 0 <= v < 0.5), "in [0, 0.5)"),
+        "robust_byzantine_sites": (_non_negative, ">= 0"),
         "dp": _one_of(*DP_MODES),
         "dp_noise_multiplier": (_non_negative, ">= 0"),
         "dp_clipping_norm": (_positive, "> 0"),
@@ -348,6 +358,7 @@ def load_config(run_config: Mapping[str, Any], base_dir: Path,
     if run.secure_aggregation and run.min_sites < 2:
         raise ConfigError("run config: secure-aggregation needs min-sites >= 2 (the sum of "
                           "one site's update is that update)")
+    _check_robust_aggregation(run)
     base = Path(base_dir).resolve()
     yaml_path = Path(run.config_file).expanduser()
     yaml_path = yaml_path if yaml_path.is_absolute() else base / yaml_path
@@ -385,7 +396,35 @@ def load_config(run_config: Mapping[str, Any], base_dir: Path,
     cfg = FederationConfig(run=run, cohort=cohort, probe=probe,
                            preprocessing=preprocessing, base_dir=str(base))
     _check_adaptive_dp(cfg)
+    _check_bulyan(cfg)
     return cfg
+
+
+def _check_robust_aggregation(run: RunSettings) -> None:
+    """A robust aggregation needs each site's update and replaces FedAvg's weighted mean."""
+    robust = run.robust_aggregation
+    if robust == "off":
+        return
+    if run.secure_aggregation:
+        raise ConfigError(f"run config: robust-aggregation '{robust}' cannot be combined with "
+                          "secure-aggregation: it compares single updates, which secure "
+                          "aggregation hides from the server; set robust-aggregation=off or "
+                          "secure-aggregation=false")
+    if run.strategy != "fedavg":
+        raise ConfigError(f"run config: robust-aggregation '{robust}' replaces fedavg's weighted "
+                          f"mean and cannot be combined with strategy '{run.strategy}'; use "
+                          "strategy=fedavg")
+
+
+def _check_bulyan(cfg: FederationConfig) -> None:
+    """Flower's Bulyan skips every round with fewer than 4 f + 3 replies."""
+    r = cfg.run
+    needed = 4 * r.robust_byzantine_sites + 3
+    if r.robust_aggregation == "bulyan" and cfg.sites_per_round() < needed:
+        raise ConfigError(f"run config: robust-aggregation 'bulyan' with robust-byzantine-sites="
+                          f"{r.robust_byzantine_sites} needs at least {needed} sites per round, "
+                          f"the run samples {cfg.sites_per_round()}; lower "
+                          "robust-byzantine-sites or use median / trimmed-mean / krum")
 
 
 def _check_adaptive_dp(cfg: FederationConfig) -> None:

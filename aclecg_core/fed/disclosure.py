@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aclecg_core.data.cohort import Cohort
+from aclecg_core.fed.protocol import REPORT_KEYS
 
 SMALL_COUNT = 5
 SUPPRESSED = f"<{SMALL_COUNT}"
@@ -17,7 +18,7 @@ LABEL_PREFIX = "label-count/"
 
 # loss: monitoring; num-examples: FedAvg weight (= local windows); site-index: site name and
 # fixed aggregation order; seconds, samples-per-second: round timing (stragglers).
-TRAINING_METRICS = ("loss", "num-examples", "seconds", "samples-per-second", "site-index")
+TRAINING_METRICS = REPORT_KEYS
 
 StatValue = int | float | str
 

@@ -170,6 +170,9 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
+REPORT_KEYS = tuple(_key(f.name) for f in fields(TrainReport))
+
+
 def _typed(key: str, value: Any, hint: Any) -> Any:
     """``value`` as the field type ``hint`` (a string annotation); ProtocolError if it is not."""
     ok = {

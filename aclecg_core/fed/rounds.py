@@ -21,10 +21,12 @@ class FederationError(RuntimeError):
 
 
 def check_round(global_round: int, succeeded: int, failures: Sequence[Mapping[str, Any]]) -> None:
-    """Raise :class:`FederationError` naming every site's reason when no site succeeded."""
+    """Raise :class:`FederationError` naming every site's reason when no site succeeded (named
+    sites in order, then the nodes that gave no site name)."""
     if succeeded:
         return
-    reasons = "; ".join(f"{f['site']}: {f['error']}" for f in failures) or "no site was sampled"
+    ordered = sorted(failures, key=lambda f: (str(f["site"]).startswith("node-"), str(f["site"])))
+    reasons = "; ".join(f"{f['site']}: {f['error']}" for f in ordered) or "no site was sampled"
     raise FederationError(f"round {global_round}: no site succeeded, the run stops ({reasons})")
 
 

@@ -27,9 +27,11 @@ from aclecg_core.method.checkpoint import (
 )
 from aclecg_core.method.model import EncoderConfig
 
-# Run-config keys that may differ between a run and its resumption.
+# Run-config keys that may differ between a run and its resumption; a change of those that
+# shape the training (CHANGE_RECORDED_KEYS, e.g. a lower lr after a diverged round) is recorded.
 RESUME_FREE_KEYS = ("resume", "run-dir", "num-server-rounds", "round-timeout", "device",
-                    "client-cpus", "client-gpus", "ray-address")
+                    "client-cpus", "client-gpus", "ray-address", "lr", "max-update-ratio")
+CHANGE_RECORDED_KEYS = ("lr", "max-update-ratio")
 
 
 def _now() -> str:
@@ -98,6 +100,8 @@ class RunFolder:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot resume {folder.path}: {exc}") from None
         current = cfg.to_dict()
+        changed = {k: [saved["run"].get(k), current["run"][k]] for k in CHANGE_RECORDED_KEYS
+                   if saved["run"].get(k) != current["run"][k]}
         for section in (saved, current):
             for key in RESUME_FREE_KEYS:
                 section["run"].pop(key, None)
@@ -108,9 +112,16 @@ class RunFolder:
             raise ConfigError(f"cannot resume {folder.path}: config differs from its "
                               f"config.json in {diff or 'base-dir'}")
         last = int(folder.metrics["final_round"])
-        folder.metrics["rounds"] = [r for r in folder.metrics["rounds"] if r["round"] <= last]
+        # A run that stopped before round 1 finished starts again from round 0.
+        folder.metrics["rounds"] = [r for r in folder.metrics["rounds"]
+                                    if r["round"] <= last] if last > 0 else []
+        if last == 0:
+            folder.metrics["best"] = None
         folder.metrics["run"].update(status="running", finished=None)
         folder.metrics["run"].pop("error", None)
+        if changed:
+            folder.metrics["run"].setdefault("changes", []).append(
+                {"after_round": last, "changed": changed})
         folder._save_metrics()
         folder.audit.start("resume", folder.path, cfg.to_dict(), folder.code)
         return folder
@@ -187,7 +198,7 @@ class RunFolder:
         if error is not None:
             self.metrics["run"]["error"] = error
         self._save_metrics()
-        self.audit.append("finish", status=status)
+        self.audit.append("finish", status=status, **({} if error is None else {"error": error}))
 
     def _copy(self, source: Path, name: str) -> None:
         for src, dst in zip(checkpoint_paths(source), checkpoint_paths(self.checkpoints / name),

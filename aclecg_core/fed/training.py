@@ -13,8 +13,9 @@ from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.disclosure import StatValue, site_stats
 from aclecg_core.fed.protocol import TrainInstructions, TrainReport
 from aclecg_core.fed.sites import count_classes
+from aclecg_core.fed.updates import nonfinite_keys
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
-from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
+from aclecg_core.method.pretrain import DivergenceError, PretrainConfig, pick_device, pretrain
 
 
 def model_for(encoder: str, seed: int) -> AclEcgModel:
@@ -57,6 +58,9 @@ def train_site(instructions: TrainInstructions, cohort: Cohort,
                local_arrays: dict[str, np.ndarray] | None = None) -> LocalUpdate:
     """Local pretraining of the global model on one site's cohort, as ``instructions`` say.
 
+    Raises :class:`DivergenceError` naming the round and the step when the loss, or naming the
+    arrays when the weights, stop being finite: the site then sends no weights.
+
     Args:
         global_arrays: the aggregated keys (``aggregate`` prefixes) of the global model.
         site: the site's number (seeds its training with (seed, round, site)).
@@ -76,10 +80,17 @@ def train_site(instructions: TrainInstructions, cohort: Cohort,
                           epochs=ins.local_epochs, batch_size=ins.batch_size, lr=ins.lr,
                           proximal_mu=ins.proximal_mu,
                           seed=round_seed(ins.seed, ins.round, site))
-    result = pretrain(model, cohort, pcfg, device=pick_device(device),
-                      reference_weights=reference if ins.proximal_mu > 0 else None)
+    try:
+        result = pretrain(model, cohort, pcfg, device=pick_device(device),
+                          reference_weights=reference if ins.proximal_mu > 0 else None)
+    except DivergenceError as exc:
+        raise DivergenceError(f"round {ins.round}: {exc}") from None
     full = to_numpy(model.state_dict())
     sent = select_keys(full, ins.aggregate)
+    bad = nonfinite_keys(sent)
+    if bad:
+        raise DivergenceError(f"round {ins.round}: non-finite weights after local training "
+                              f"in {len(bad)} array(s), e.g. {bad[0]} (lr {ins.lr:g})")
     report = TrainReport(loss=float(result.loss), num_examples=int(result.num_examples),
                          seconds=float(result.seconds),
                          samples_per_second=float(result.samples_per_second), site_index=site)

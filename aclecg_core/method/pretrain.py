@@ -3,6 +3,7 @@ clients."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,7 +19,8 @@ from aclecg_core.method.losses import ACL_TERMS, acl_ecg_loss, clocs_loss, nt_xe
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.settings import reject_unknown_keys
 
-__all__ = ["METHODS", "VIEWS", "PretrainConfig", "PretrainResult", "pick_device", "pretrain"]
+__all__ = ["METHODS", "VIEWS", "DivergenceError", "PretrainConfig", "PretrainResult",
+           "pick_device", "pretrain"]
 
 METHODS = ("acl", "simclr", "clocs")
 VIEWS = ("auto", "acl", "simclr")
@@ -107,6 +109,10 @@ class PretrainConfig:
         return cls(**data)
 
 
+class DivergenceError(ValueError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
 @dataclass
 class PretrainResult:
     """Outcome of :func:`pretrain`: ``loss`` is the mean loss of the last epoch."""
@@ -152,7 +158,8 @@ def pretrain(
     Windows of the same record are never negatives of each other (CLOCS: of the same patient);
     batches with fewer than two records (patients) are skipped. With ``cfg.proximal_mu > 0``
     the FedProx term ``mu / 2 * ||w - w_ref||²`` over the parameters named in
-    ``reference_weights`` is added.
+    ``reference_weights`` is added. A non-finite loss stops the training with
+    :class:`DivergenceError` naming the step (counted from 1 over all epochs).
     """
     device = pick_device(device) if isinstance(device, str) else device
     if len(cohort) == 0:
@@ -177,7 +184,7 @@ def pretrain(
         if len(torch.unique(records)) < 2:
             raise ValueError("CLOCS needs windows of at least two patients")
     losses: list[float] = []
-    seen = 0
+    seen = steps = 0
     start = time.perf_counter()
     bar = tqdm(total=cfg.epochs * len(cohort), disable=not progress, unit="ecg", desc=cfg.method)
     for _ in range(cfg.epochs):
@@ -207,16 +214,21 @@ def pretrain(
                 loss = clocs_loss(z1, z2, cfg.temperature, ids)
             else:
                 loss = nt_xent(z1, z2, cfg.temperature, ids)
+            steps += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                bar.close()
+                raise DivergenceError(f"non-finite loss ({value}) at step {steps} (lr {cfg.lr:g})")
             objective = loss
             if reference:
                 objective = loss + cfg.proximal_mu / 2 * _proximal_term(model, reference)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
-            epoch_loss += float(loss.detach())
+            epoch_loss += value
             epoch_batches += 1
             seen += len(idx)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{value:.3f}")
         losses.append(epoch_loss / epoch_batches if epoch_batches else float("nan"))
     bar.close()
     seconds = time.perf_counter() - start

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aclecg_core.report.content import PLOT_NAMES, build_sections, dp_statement, flatten_config
+from aclecg_core.report.content import (
+    PLOT_NAMES,
+    aggregation_statement,
+    build_sections,
+    dp_statement,
+    flatten_config,
+)
 from aclecg_core.report.fmt import fmt_ci, fmt_score, fmt_score_ci, fmt_seconds, fmt_time
 from aclecg_core.report.regions import RegionEvidence, load_region_evidence
 from aclecg_core.report.render import render_html, render_markdown
@@ -31,8 +37,8 @@ from aclecg_core.report.runlog import (
 
 __all__ = [
     "ClientFit", "ProbeScores", "RegionEvidence", "ReportError", "RoundMetrics", "RunMetrics",
-    "SiteSummary", "build_sections", "dp_statement", "flatten_config", "fmt_ci", "fmt_score",
-    "fmt_score_ci", "fmt_seconds", "fmt_time", "load_config", "load_metrics",
+    "SiteSummary", "aggregation_statement", "build_sections", "dp_statement", "flatten_config",
+    "fmt_ci", "fmt_score", "fmt_score_ci", "fmt_seconds", "fmt_time", "load_config", "load_metrics",
     "load_region_evidence", "render_html", "render_markdown", "write_report",
 ]
 

@@ -77,6 +77,42 @@ def dp_statement(flat: dict[str, Any] | None) -> str:
             "un-noised updates.")
 
 
+ROBUST_AGGREGATIONS = {  # robust-aggregation (run config) -> what Flower's strategy computes
+    "median": "the coordinate-wise median of the sites' models",
+    "trimmed-mean": "the coordinate-wise trimmed mean of the sites' models (robust-trim-fraction "
+                    "= {robust-trim-fraction} cut at each end)",
+    "krum": "Krum: the one site model closest to the others (robust-byzantine-sites = "
+            "{robust-byzantine-sites})",
+    "multi-krum": "Multi-Krum: the weighted mean of the site models closest to the others "
+                  "(robust-byzantine-sites = {robust-byzantine-sites})",
+    "bulyan": "Bulyan: Multi-Krum selection, then a trimmed mean around the median "
+              "(robust-byzantine-sites = {robust-byzantine-sites})",
+}
+
+
+def aggregation_statement(flat: dict[str, Any] | None) -> str:
+    """How the sites' models were combined (``robust-aggregation``, else the strategy's
+    weighted mean) and the ``max-update-ratio`` bound that refused updates before it."""
+    if flat is None:
+        return "not recorded (no config.json)"
+    robust = _config_value(flat, "robust-aggregation")
+    if robust in ROBUST_AGGREGATIONS:
+        settings = {k: fmt_value(_config_value(flat, k))
+                    for k in ("robust-trim-fraction", "robust-byzantine-sites")}
+        how = ROBUST_AGGREGATIONS[robust].format_map(settings)
+    else:
+        strategy = _config_value(flat, "strategy")
+        how = "weighted mean of the sites' models (examples as weights" + (
+            f", strategy {fmt_value(strategy)})" if strategy is not None else ")")
+        if _config_value(flat, "secure-aggregation") is True:
+            how += " under secure aggregation"
+    bound = _config_value(flat, "max-update-ratio")
+    if bound is not None:
+        how += (f"; updates that were not finite, did not fit the model or moved it more than "
+                f"{fmt_value(bound)} × its size (max-update-ratio) were refused")
+    return how
+
+
 def _final_probe(m: RunMetrics) -> RoundMetrics | None:
     probed = [rd for rd in m.rounds if rd.probe is not None]
     final = [rd for rd in probed if rd.round == m.final_round]
@@ -159,6 +195,7 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
     facts = Table(["", ""], [
         ["Run", m.name],
         ["Method", _method(flat)],
+        ["Aggregation", aggregation_statement(flat)],
         ["Sites", f"{len(m.sites)}: {', '.join(s.site for s in m.sites)}" if m.sites else "–"],
         ["Rounds recorded", f"{len(m.rounds)} (final round {m.final_round})"
          if m.final_round is not None else str(len(m.rounds))],

@@ -110,3 +110,18 @@ def test_array_digest_ignores_key_order_but_not_dtype() -> None:
     a = {"x": np.arange(3, dtype=np.float32), "y": np.ones(2)}
     assert array_digest(a) == array_digest(dict(reversed(list(a.items()))))
     assert array_digest(a) != array_digest({**a, "x": a["x"].astype(np.float64)})
+
+
+def test_a_run_stopped_in_round_1_resumes_from_round_0_with_a_recorded_lr_change(
+        tmp_path: Path) -> None:
+    cfg = load_config({"lr": 100000.0}, ROOT)
+    folder = RunFolder.create(tmp_path / "run", cfg)
+    folder.finish_round(0, to_numpy(initial_model(cfg).state_dict()), 1.0, [], [], None)
+    folder.finish("failed", error="FederationError: round 1: no site succeeded")
+    finish = json.loads(_lines(folder.path)[-1])
+    assert finish["status"] == "failed" and finish["error"].endswith("no site succeeded")
+    resumed = RunFolder.resume(folder.path, load_config({"lr": 0.001}, ROOT))
+    assert resumed.last_round == 0 and resumed.metrics["rounds"] == []
+    assert resumed.metrics["run"]["changes"] == [{"after_round": 0,
+                                                  "changed": {"lr": [100000.0, 0.001]}}]
+    assert "error" not in resumed.metrics["run"]

@@ -113,6 +113,20 @@ def test_secure_aggregation_settings_are_checked(settings: dict[str, object],
     assert expected in str(err.value)
 
 
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"secure-aggregation": True}, "cannot be combined with secure-aggregation"),
+    ({"strategy": "fedprox"}, "cannot be combined with strategy 'fedprox'; use strategy=fedavg"),
+    ({"robust-aggregation": "bulyan"}, "'bulyan' with robust-byzantine-sites=1 needs at least 7 "
+                                       "sites per round, the run samples 4"),
+    ({"robust-trim-fraction": 0.5}, "'robust-trim-fraction' must be in [0, 0.5)"),
+])
+def test_robust_aggregation_settings_are_checked(settings: dict[str, object],
+                                                 expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config({"robust-aggregation": "median", **settings}, ROOT)
+    assert expected in str(err.value)
+
+
 def test_overrides_parse_as_toml_scalars() -> None:
     assert parse_overrides(["num-server-rounds=5", "lr=1e-4", "resume=true",
                             "strategy=fedprox", 'run-dir="runs/x"']) == {

@@ -36,7 +36,8 @@ def _meta(node: int) -> Metadata:
 def _reply(values: list[float], node: int) -> Message:
     content = RecordDict({
         "arrays": ArrayRecord({"encoder.w": Array(np.array(values, np.float32))}),
-        "metrics": MetricRecord({"num-examples": 10, "site-index": node, "loss": 1.0}),
+        "metrics": MetricRecord({"num-examples": 10, "site-index": node, "loss": 1.0,
+                                 "seconds": 1.0, "samples-per-second": 10.0}),
     })
     return Message(content=content, metadata=_meta(node))  # type: ignore[call-overload]
 

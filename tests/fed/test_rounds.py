@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_round_without_any_success_stops_the_run_naming_each_reason() -> None:
     check_round(3, 1, [{"site": "site2", "error": "DataError: x"}])
     with pytest.raises(FederationError, match=r"round 3: no site succeeded.*"
-                       r"site1: DataError: gone; node-7: no reply"):
-        check_round(3, 0, [{"site": "site1", "error": "DataError: gone"},
-                           {"site": "node-7", "error": "no reply within round-timeout"}])
+                       r"site1: DataError: gone; site2: x; node-7: no reply"):
+        check_round(3, 0, [{"site": "node-7", "error": "no reply within round-timeout"},
+                           {"site": "site2", "error": "x"},
+                           {"site": "site1", "error": "DataError: gone"}])
 
 
 def test_only_loss_examples_and_seconds_are_aggregated() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -242,6 +243,34 @@ def test_a_run_whose_sites_all_fail_says_so_and_fails(
         and "site2: DataError" in err and "no such file or folder" in err
     run = json.loads((run_dir / "metrics.json").read_text())["run"]
     assert run["status"] == "failed" and "no site succeeded" in run["error"]
+
+
+def test_a_diverging_federation_stops_naming_why_and_resumes_with_a_sane_lr(
+        base: dict[str, Any], tmp_path: Path) -> None:
+    run_dir = tmp_path / "diverged"
+    done = subprocess.run(
+        [sys.executable, "-m", "aclecg_cli", "simulate", "--config", base["config-file"],
+         "--run-dir", str(run_dir), "--set", "lr=100000", "--set", "batch-size=4",
+         "--set", f"seed={base['seed']}", "--set", "num-server-rounds=2"],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert [line for line in lines if "[aclecg]" not in line] == [lines[-1]]  # nothing else
+    assert re.fullmatch(r"aclecg simulate: error: round 1: no site succeeded, the run stops "
+                        r"\(site1: update refused: .+; site2: update refused: .+\) \(run folder "
+                        r".+\)", lines[-1]), lines[-1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["run"]["status"] == "failed" and metrics["final_round"] == 0
+    state, meta = load_checkpoint(run_dir / "checkpoints" / "final")
+    assert meta["round"] == 0 and all(torch.isfinite(v).all() for v in state.values())
+    simulate({**base, "run-dir": str(run_dir), "resume": True})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["run"]["status"] == "finished" and metrics["run"]["changes"] == [
+        {"after_round": 0, "changed": {"lr": [100000.0, 0.001]}}]
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
+    state, _ = load_checkpoint(run_dir / "checkpoints" / "final")
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert verify_run(run_dir).verified
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")

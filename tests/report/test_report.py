@@ -14,6 +14,7 @@ import pytest
 from aclecg_cli import report as report_cli
 from aclecg_core.report import (
     ReportError,
+    aggregation_statement,
     dp_statement,
     flatten_config,
     fmt_seconds,
@@ -132,6 +133,8 @@ def test_reports_contain_key_numbers(tmp_path: Path) -> None:
         assert "Differential privacy: off (dp = off)" in text
         assert "2025-01-01 12:05:30 UTC" in text
     assert "- **Method**: method acl, strategy fedavg, encoder tiny" in md
+    assert "- **Aggregation**: weighted mean of the sites' models (examples as weights, " \
+        "strategy fedavg)" in md
     assert "120 test records (synthetic-holdout; server-held)" in md
 
 
@@ -263,6 +266,22 @@ def test_dp_statement() -> None:
     assert dp_statement({"dp": "off"}) == "Differential privacy: off (dp = off)."
     assert "sets no dp mode" in dp_statement({"lr": 0.1})
     assert "unknown" in dp_statement(None)
+
+
+def test_aggregation_statement_names_the_robust_aggregation_and_the_update_bound() -> None:
+    median = flatten_config({"run": {"strategy": "fedavg", "robust-aggregation": "median",
+                                     "max-update-ratio": 10.0}})
+    assert aggregation_statement(median) == (
+        "the coordinate-wise median of the sites' models; updates that were not finite, did "
+        "not fit the model or moved it more than 10 × its size (max-update-ratio) were refused")
+    krum = flatten_config({"run": {"robust-aggregation": "krum", "robust-byzantine-sites": 1}})
+    assert aggregation_statement(krum).startswith(
+        "Krum: the one site model closest to the others (robust-byzantine-sites = 1)")
+    plain = flatten_config({"run": {"strategy": "fedavg", "robust-aggregation": "off",
+                                    "secure-aggregation": True}})
+    assert aggregation_statement(plain) == ("weighted mean of the sites' models (examples as "
+                                            "weights, strategy fedavg) under secure aggregation")
+    assert aggregation_statement(None) == "not recorded (no config.json)"
 
 
 def test_fmt_seconds() -> None:
