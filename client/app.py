@@ -27,7 +27,7 @@ from flwr.clientapp import ClientApp
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.fed.config import FederationConfig
-from aclecg_core.fed.console import DropMessages
+from aclecg_core.fed.console import DropMessages, colour_only_on_terminals
 from aclecg_core.fed.sites import count_classes, simulated_site, site_data_dir
 from aclecg_core.fed.training import set_threads, train_site
 from client.secagg import secure_aggregation_mod
@@ -42,6 +42,7 @@ app = ClientApp()
 # A simulation ends its Ray actors with a WARNING "Manually terminating ClientAppActor" each:
 # routine shutdown, not a problem; dropped in the process that logs it.
 logging.getLogger("flwr").addFilter(DropMessages("Manually terminating"))
+colour_only_on_terminals(logging.getLogger("flwr"))
 
 # Cohorts loaded by this process, so that later rounds in the same process do not reload.
 _COHORTS: dict[tuple[Any, ...], Cohort] = {}

@@ -47,6 +47,11 @@ def flower_env(flwr_home: Path | None = None, base: Mapping[str, str] | None = N
     return env
 
 
+def flower_daemon(name: str) -> list[str]:
+    """The command running Flower's console script ``name`` with colour only on a terminal."""
+    return [sys.executable, "-m", "deploy.flower_script", name]
+
+
 def executable(name: str) -> str:
     """Path of a Flower console script: beside this interpreter (the venv), else on ``PATH``."""
     beside = Path(sys.executable).parent / name
@@ -131,7 +136,7 @@ def superlink_command(tls: TlsFiles, database: Path, port: int, host: str = LOOP
                       node_auth: bool = True, log_file: Path | None = None) -> list[str]:
     """``flower-superlink`` over TLS with node authentication and no runtime installs."""
     cmd = [
-        executable("flower-superlink"),
+        *flower_daemon("flower-superlink"),
         "--ssl-ca-certfile", str(tls.ca_cert),
         "--ssl-certfile", str(tls.server_cert),
         "--ssl-keyfile", str(tls.server_key),
@@ -155,7 +160,7 @@ def supernode_command(superlink: str, root_cert: Path, private_key: Path | None,
     ``clientapp_port`` is the node's local Runtime API port (loopback only; one per node).
     """
     cmd = [
-        executable("flower-supernode"),
+        *flower_daemon("flower-supernode"),
         "--superlink", superlink,
         "--root-certificates", str(root_cert),
         "--host", LOOPBACK,
