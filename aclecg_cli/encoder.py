@@ -24,11 +24,17 @@ def register(subparsers: Any) -> None:
                    help="progress bars (default: when stderr is a terminal)")
     p.set_defaults(func=run_embed)
 
-    q = subparsers.add_parser("export", help="the encoder as TorchScript plus a JSON card")
+    q = subparsers.add_parser("export", help="the encoder as ONNX or torch.export plus a JSON "
+                                             "card")
     q.add_argument("checkpoint", help="checkpoint path")
     q.add_argument("--out", type=Path, required=True,
-                   help="TorchScript file (e.g. encoder.pt); the card is written beside it "
-                        "with suffix .json")
+                   help="encoder.onnx (ONNX) or encoder.pt2 (torch.export); the card is written "
+                        "beside it (encoder.onnx.json)")
+    q.add_argument("--check-data", type=Path, nargs="+", default=None,
+                   help="WFDB folders or files whose windows check the export against the "
+                        "checkpoint (default: random windows)")
+    q.add_argument("--check-windows", type=int, default=32, help="windows to check")
+    q.add_argument("--layout", default="auto", help="layout of --check-data")
     q.set_defaults(func=run_export)
 
 
@@ -59,11 +65,32 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from aclecg_core.method.checkpoint import load_encoder
-    from aclecg_core.method.export import export_torchscript
+    import json
 
+    import torch
+
+    from aclecg_core.data.loading import load_cohort
+    from aclecg_core.data.preprocess import PreprocessConfig
+    from aclecg_core.method.checkpoint import load_encoder
+    from aclecg_core.method.export import FORMATS, check_format, export_encoder
+
+    check_format(args.out)
     model, meta = load_encoder(args.checkpoint)
-    model_file, card_file = export_torchscript(model, meta, args.out, str(args.checkpoint))
-    print(f"wrote {model_file} (TorchScript: (batch, 12, samples) -> (batch, "
-          f"{model.embed_dim})) and its card {card_file}")
+    pre = PreprocessConfig.from_dict(meta["preprocessing"])
+    if args.check_data:
+        cohort = load_cohort(list(args.check_data), layout=args.layout, preprocessing=pre)
+        check = torch.from_numpy(cohort.signals[:args.check_windows])
+        more = len(args.check_data) - 1
+        source = (f"{len(check)} windows of the records in {args.check_data[0]}"
+                  + (f" and {more} more paths" if more else ""))
+    else:
+        check = torch.randn(args.check_windows, 12, pre.window_samples,
+                            generator=torch.Generator().manual_seed(0))
+        source = f"{args.check_windows} random normal windows (seed 0)"
+    model_file, card_file = export_encoder(model, meta, args.out, Path(args.checkpoint), check,
+                                           source)
+    card = json.loads(card_file.read_text())
+    print(f"wrote {model_file} ({FORMATS[args.out.suffix]}: (batch, 12, {pre.window_samples}) "
+          f"-> (batch, {model.embed_dim})) and its card {card_file}; max abs difference from "
+          f"the checkpoint on {source}: {card['check']['max_abs_difference']:.2g}")
     return 0

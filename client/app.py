@@ -33,7 +33,7 @@ from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.fed import protocol
 from aclecg_core.fed import site as site_keys
 from aclecg_core.fed.config import load_config
-from aclecg_core.fed.console import DropMessages
+from aclecg_core.fed.console import DropMessages, colour_only_on_terminals
 from aclecg_core.fed.rounds import fit_to_federation
 from aclecg_core.fed.site import SiteSettings
 from aclecg_core.fed.sites import simulated_site
@@ -47,6 +47,7 @@ SITE_ERROR_CODE = 1001
 # A simulation ends its Ray actors with a WARNING "Manually terminating ClientAppActor" each:
 # routine shutdown, not a problem; dropped in the process that logs it.
 logging.getLogger("flwr").addFilter(DropMessages("Manually terminating"))
+colour_only_on_terminals(logging.getLogger("flwr"))
 
 # Cohorts loaded by this process, so that later rounds in the same process do not reload.
 _COHORTS: dict[tuple[Any, ...], Cohort] = {}

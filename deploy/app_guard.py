@@ -29,6 +29,7 @@ from flwr.supercore.run import Run
 from flwr.supernode import start_client_internal as node_loop
 from flwr.supernode.nodestate import NodeState
 
+from aclecg_core.fed.console import colour_only_on_terminals
 from deploy.app_identity import app_identity, parse_identity
 
 PINNED_FLOWER = "1.41."
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         install(args.site, allowed)
     except (ValueError, RuntimeError) as exc:
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    colour_only_on_terminals(logging.getLogger("flwr"))
     sys.argv = ["flower-supernode", *args.flower_args]
     flower_supernode()
     return 0

@@ -48,6 +48,11 @@ def flower_env(flwr_home: Path | None = None, base: Mapping[str, str] | None = N
     return env
 
 
+def flower_daemon(name: str) -> list[str]:
+    """The command running Flower's console script ``name`` with colour only on a terminal."""
+    return [sys.executable, "-m", "deploy.flower_script", name]
+
+
 def executable(name: str) -> str:
     """Path of a Flower console script: beside this interpreter (the venv), else on ``PATH``."""
     beside = Path(sys.executable).parent / name
@@ -132,7 +137,7 @@ def superlink_command(tls: TlsFiles, database: Path, port: int, host: str = LOOP
                       node_auth: bool = True, log_file: Path | None = None) -> list[str]:
     """``flower-superlink`` over TLS with node authentication and no runtime installs."""
     cmd = [
-        executable("flower-superlink"),
+        *flower_daemon("flower-superlink"),
         "--ssl-ca-certfile", str(tls.ca_cert),
         "--ssl-certfile", str(tls.server_cert),
         "--ssl-keyfile", str(tls.server_key),
@@ -156,7 +161,7 @@ def supernode_command(superlink: str, root_cert: Path, private_key: Path | None,
     ``clientapp_port`` is the node's local Runtime API port (loopback only; one per node).
     """
     cmd = [
-        executable("flower-supernode"),
+        *flower_daemon("flower-supernode"),
         "--superlink", superlink,
         "--root-certificates", str(root_cert),
         "--host", LOOPBACK,
@@ -176,9 +181,12 @@ def guarded_supernode_command(supernode_cmd: Sequence[str], site: str,
 
     With ``allowed_apps`` (identities) the node refuses every other app; without, it logs them.
     """
+    prefix = flower_daemon("flower-supernode")
+    if list(supernode_cmd[:len(prefix)]) != prefix:
+        raise ValueError(f"not a supernode_command: {list(supernode_cmd[:len(prefix)])}")
     allow = [arg for app in allowed_apps for arg in ("--allow-app", app)]
     return [sys.executable, "-m", "deploy.app_guard", "--site", site, *allow, "--",
-            *supernode_cmd[1:]]
+            *supernode_cmd[len(prefix):]]
 
 
 def write_connection(flwr_home: Path, name: str, address: str, root_cert: Path,

@@ -46,7 +46,7 @@ from aclecg_core.fed import protocol
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
 from aclecg_core.fed.audit import RoundExchange, array_digest
 from aclecg_core.fed.config import FederationConfig, load_config
-from aclecg_core.fed.console import DropMessages, filtered
+from aclecg_core.fed.console import DropMessages, colour_only_on_terminals, filtered
 from aclecg_core.fed.disclosure import read_label_counts
 from aclecg_core.fed.rounds import (
     aggregate_client_metrics,
@@ -409,6 +409,7 @@ def make_app(run_config: Mapping[str, Any] | None = None,
     """A ServerApp; ``run_config`` fills keys missing from ``context.run_config`` (used by the
     in-process simulation, whose context carries an empty run config); ``wrap_grid`` wraps the
     grid (the simulation's progress bar)."""
+    colour_only_on_terminals(logging.getLogger("flwr"))
     server_app = ServerApp()
 
     @server_app.main()

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from aclecg_core.fed.config import FederationConfig, load_config, read_pyproject_defaults
-from aclecg_core.fed.console import DropMessages, ProjectLines, filtered
+from aclecg_core.fed.console import (
+    DropMessages,
+    ProjectLines,
+    colour_only_on_terminals,
+    filtered,
+)
 from aclecg_core.fed.rounds import FederationError
 from aclecg_core.fed.rundir import default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort
@@ -133,6 +138,7 @@ def simulate(overrides: Mapping[str, Any], project_dir: Path = PROJECT_DIR,
     import torch
 
     flwr_logger = logging.getLogger("flwr")
+    colour_only_on_terminals(flwr_logger)
     console = [DropMessages(RUN_SIMULATION_DEPRECATION), *([] if verbose else [ProjectLines()])]
     logging.getLogger("ray").setLevel(logging.ERROR)
     progress = ProgressGrid if sys.stderr.isatty() else None

@@ -10,13 +10,20 @@ them (median 1.0 mV; PTB-XL and CinC about 0.95, CODE-15% 1.7) and 0.27-4.7 mV a
   that names the header gain and the likely factor (and, with ``rescale_amplitude``, divided by
   that factor);
 * past those hard limits: rejected, with the same message.
+
+A per-record check cannot see a wrong gain on a record whose true amplitude is far from typical
+(a high-voltage ECG under a gain 5x too large looks plausible); its folder can:
+:func:`shared_gain_warnings` gives the records that share a header gain with a majority of
+mis-scaled records of their folder the same warning.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +35,8 @@ WARN_LOW_MV, WARN_HIGH_MV = 0.25, 4.0
 REJECT_LOW_MV, REJECT_HIGH_MV = 0.05, 15.0
 QRS_BAND_HZ = (5.0, 40.0)
 WINDOW_S = 2.0
+MIN_AGREEING = 2  # mis-scaled records of a folder that make its shared gain suspect
+AMPLITUDE_WARNING = "amplitude:"  # the warning of a record whose gain looks wrong
 _FACTORS = (2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 
 
@@ -82,10 +91,7 @@ def judge_amplitude(qrs_mv: float, gain: str) -> AmplitudeVerdict:
     if WARN_LOW_MV <= qrs_mv <= WARN_HIGH_MV:
         return AmplitudeVerdict(qrs_mv)
     factor = likely_factor(qrs_mv)
-    if factor > 1:
-        guess = f"header gain {gain} may be {factor:g}x too small"
-    else:
-        guess = f"header gain {gain} may be {1 / factor:g}x too large"
+    guess = _guess(gain, factor)
     reject = not REJECT_LOW_MV <= qrs_mv <= REJECT_HIGH_MV
     if reject and factor > 1:  # over 15 mV in most leads: as often noise as a wrong gain
         guess += ", or the leads carry noise"
@@ -96,3 +102,46 @@ def judge_amplitude(qrs_mv: float, gain: str) -> AmplitudeVerdict:
 
 def _mv(value: float) -> str:
     return f"{value:.2g}" if value < 0.1 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _guess(gain: str, factor: float) -> str:
+    size = f"{factor:g}x too small" if factor > 1 else f"{1 / factor:g}x too large"
+    return f"header gain {gain} may be {size}"
+
+
+@dataclass(frozen=True)
+class GainEvidence:
+    """One usable record's header ``gain`` (as written, ``4880/mV``) and its likely gain error
+    ``factor`` (1: its amplitude is plausible)."""
+
+    path: str
+    gain: str
+    factor: float
+
+
+def shared_gain_warnings(records: list[GainEvidence]) -> dict[str, str]:
+    """Warnings (by path) for the plausible-looking records of a folder whose header gain is
+    shared by mis-scaled records of that folder.
+
+    Records are grouped by folder and header gain. When at least :data:`MIN_AGREEING` records
+    of a group, and more than half of it, agree on one gain error, the group's other
+    plausible-looking records get the same warning, naming the gain and the count.
+    """
+    groups: defaultdict[tuple[Path, str], list[GainEvidence]] = defaultdict(list)
+    for record in records:
+        groups[Path(record.path).parent, record.gain].append(record)
+    found: dict[str, str] = {}
+    for (folder, gain), group in groups.items():
+        flagged = Counter(r.factor for r in group if r.factor != 1).most_common(1)
+        if not flagged:
+            continue
+        factor, agree = flagged[0]
+        if agree < MIN_AGREEING or 2 * agree <= len(group):
+            continue
+        for record in group:
+            if record.factor == 1:
+                found[record.path] = (
+                    f"{AMPLITUDE_WARNING} {_guess(gain, factor)}: so say {agree} of the "
+                    f"{len(group)} records with this gain in {folder} (this record looks "
+                    f"plausible, as a {'low' if factor > 1 else 'high'}-voltage ECG would)")
+    return found

@@ -10,12 +10,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from aclecg_core.data.amplitude import AMPLITUDE_WARNING, GainEvidence, shared_gain_warnings
 from aclecg_core.data.cache import cache_key, load_cached, save_cohort
 from aclecg_core.data.cohort import Cohort, DataError, RecordInfo, RecordWarning, Rejection
 from aclecg_core.data.preprocess import (
@@ -30,7 +31,7 @@ from aclecg_core.data.preprocess import (
 )
 from aclecg_core.data.rpeaks import detect_rpeaks, window_rpeaks
 from aclecg_core.data.sources import RecordSource, discover, header_info, ptbxl_sources
-from aclecg_core.data.wfdb_io import AMPLITUDE_WARNING, RecordError, header_path, read_wfdb
+from aclecg_core.data.wfdb_io import RecordError, header_path, read_wfdb
 
 __all__ = ["DataError", "PreprocessConfig", "ingest", "load_cohort", "load_sources",
            "read_record"]
@@ -41,13 +42,15 @@ LOGGED_IN_FULL = 10  # rejections and warnings logged one by one at warning leve
 
 @dataclass(frozen=True)
 class ProcessedRecord:
-    """One record after preprocessing: windows (k, 12, w), R-peaks per window, metadata, and
-    warnings (problems it was kept despite)."""
+    """One record after preprocessing: windows (k, 12, w), R-peaks per window, metadata,
+    warnings (problems it was kept despite), header gain and likely gain error (as read)."""
 
     info: RecordInfo
     windows: np.ndarray
     rpeaks: list[np.ndarray]
     warnings: tuple[str, ...] = ()
+    gain: str = ""
+    amplitude_factor: float = 1.0
 
 
 def ingest_record(source: RecordSource, cfg: PreprocessConfig) -> ProcessedRecord | Rejection:
@@ -66,7 +69,7 @@ def ingest_record(source: RecordSource, cfg: PreprocessConfig) -> ProcessedRecor
         windows = normalize(cut_windows(signal, starts, cfg), cfg.normalization)
         info = header_info(source, raw.fs, raw.comments)
         return ProcessedRecord(info, windows, window_rpeaks(peaks, starts, cfg.window_samples),
-                               warnings)
+                               warnings, raw.gain, raw.amplitude_factor)
     except RecordError as exc:
         return Rejection(str(source.header), exc.reason)
     except DataError as exc:
@@ -77,7 +80,22 @@ def ingest_record(source: RecordSource, cfg: PreprocessConfig) -> ProcessedRecor
 
 def ingest(sources: list[RecordSource], cfg: PreprocessConfig, workers: int | None = None,
            progress: bool = False) -> list[ProcessedRecord | Rejection]:
-    """Process ``sources`` in order, over ``workers`` processes (default: all cores)."""
+    """Process ``sources`` in order, over ``workers`` processes (default: all cores), then
+    warn about the records whose header gain their folder shows to be wrong."""
+    return _folder_checked(_processed(sources, cfg, workers, progress))
+
+
+def _folder_checked(results: list[ProcessedRecord | Rejection]
+                    ) -> list[ProcessedRecord | Rejection]:
+    done = [r for r in results if isinstance(r, ProcessedRecord)]
+    extra = shared_gain_warnings([GainEvidence(r.info.path, r.gain, r.amplitude_factor)
+                                  for r in done])
+    return [replace(r, warnings=(*r.warnings, extra[r.info.path]))
+            if isinstance(r, ProcessedRecord) and r.info.path in extra else r for r in results]
+
+
+def _processed(sources: list[RecordSource], cfg: PreprocessConfig, workers: int | None,
+               progress: bool) -> list[ProcessedRecord | Rejection]:
     workers = min(workers or os.cpu_count() or 1, max(1, len(sources) // 8))
     task = partial(ingest_record, cfg=cfg)
     if workers <= 1:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from aclecg_core.data.amplitude import judge_amplitude, qrs_amplitude
+from aclecg_core.data.amplitude import AMPLITUDE_WARNING, judge_amplitude, qrs_amplitude
 from aclecg_core.data.cohort import DataError
 from aclecg_core.data.leads import CANONICAL_LEADS, LeadError, to_canonical_order
 from aclecg_core.data.preprocess import MAX_FLAT_LEADS
@@ -27,7 +27,6 @@ MAX_ABS_MV = 25.0  # beyond this (after removing the median) a lead is not a sur
 ARTEFACT_PTP_MV = 20.0  # a lead spanning more than this is kept, with a warning (artefact)
 FLAT_PTP_MV = 0.01  # a lead whose whole range is below 10 µV carries no signal ...
 FLAT_MAX_STEPS = 100  # ... unless it spans this many ADC steps (then the header gain is wrong)
-AMPLITUDE_WARNING = "amplitude:"  # the warning of a record whose QRS amplitude is implausible
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
 _BYTES_PER_SAMPLE = {
     "8": 1.0, "16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5, "310": 4 / 3,
@@ -44,7 +43,7 @@ class RawRecord:
 
     ``warnings`` name problems the record was kept despite (e.g. a few flat leads);
     ``amplitude_factor`` is how many times too large its samples likely are (a wrong header
-    gain; 1 when the amplitude is plausible).
+    ``gain``, its most common one as written; 1 when the amplitude is plausible).
     """
 
     name: str
@@ -53,6 +52,7 @@ class RawRecord:
     comments: tuple[str, ...]
     warnings: tuple[str, ...] = ()
     amplitude_factor: float = 1.0
+    gain: str = ""
 
 
 def header_path(path: Path) -> Path:
@@ -280,9 +280,11 @@ def read_wfdb(path: Path, max_flat_leads: int = MAX_FLAT_LEADS) -> RawRecord:
         signal = to_canonical_order(physical, header.leads)
     except LeadError as exc:
         raise _fail(hea, f"unusable leads: {exc}") from None
+    gain = _gain_text(header)
     warnings, factor = _check_values(hea, signal, header.fs, max_flat_leads,
-                                     1 / float(np.median(per_mv)), _gain_text(header))
-    return RawRecord(header.name, signal, header.fs, tuple(header.comments), warnings, factor)
+                                     1 / float(np.median(per_mv)), gain)
+    return RawRecord(header.name, signal, header.fs, tuple(header.comments), warnings, factor,
+                     gain)
 
 
 def _gain_text(header: Header) -> str:

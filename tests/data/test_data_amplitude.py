@@ -132,3 +132,38 @@ def test_code15_verdicts(shared_data: Path) -> None:
     headers = [shared_data / "code15" / f"{name}.hea" for name in CODE15_VERDICTS]
     report = check_sources(headers, workers=1)
     assert {r.record_id: (r.reason, r.warnings) for r in report.records} == CODE15_VERDICTS
+
+
+def test_a_folder_flags_the_high_voltage_record_under_its_wrong_gain(
+        shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The Georgia case: a folder whose headers all claim 4880/mV (4.88x the true gain); three
+    typical records are flagged on their own, a high-voltage one (true QRS 1.8 mV) is not."""
+    folder = tmp_path / "georgia"
+    for record in ("E07501", "E07502", "E07514"):
+        _regain(shared_data, f"cinc/cinc2021/{record}", folder, "4880")
+    high = _regain(shared_data, "cinc/cinc2021/JS20007", folder, "4880")
+    _regain(shared_data, PTBXL_100HZ, tmp_path / "other", "4880")  # another folder: no vote
+    report = check_sources([folder, tmp_path / "other"], workers=1)
+    by_id = {r.record_id: r for r in report.records}
+    assert all(r.reason is None for r in report.records)
+    for record in ("E07501", "E07502", "E07514"):
+        (own,) = by_id[record].warnings
+        assert re.fullmatch(r"amplitude: median QRS 0\.2\d mV: header gain 4880/mV may be 5x "
+                            r"too large \(plausible 0\.25-4 mV\)", own), own
+    (shared,) = by_id["JS20007"].warnings
+    assert shared == (f"amplitude: header gain 4880/mV may be 5x too large: so say 3 of the 4 "
+                      f"records with this gain in {folder} (this record looks plausible, as a "
+                      "high-voltage ECG would)")
+    caplog.set_level("WARNING", logger="aclecg_core")
+    cohort = load_cohort([folder], workers=1)
+    assert [w.message for w in cohort.warnings if w.path == str(high)] == [shared]
+    assert "kept with a warning 4 of 4 records: amplitude (4)" in caplog.text
+
+
+def test_one_low_voltage_record_does_not_make_its_folder_suspect(shared_data: Path,
+                                                                 tmp_path: Path) -> None:
+    for record in ("E07503", "E07514", "JS20007"):  # true QRS 0.38, 0.98, 1.8 mV: / 2 here
+        _regain(shared_data, f"cinc/cinc2021/{record}", tmp_path, "2000")
+    warned = {r.record_id: r.warnings for r in check_sources([tmp_path], workers=1).records}
+    assert warned["E07514"] == warned["JS20007"] == ()
+    assert warned["E07503"][0].startswith("amplitude: median QRS 0.19 mV: header gain 2000/mV")

@@ -146,6 +146,7 @@ def test_node_config_and_commands(tmp_path: Path) -> None:
         launch.format_node_config({"p": "it's \"odd\""})
     tls = launch.TlsFiles.in_dir(tmp_path)
     cmd = launch.superlink_command(tls, tmp_path / "db.sqlite", 9093)
+    assert cmd[:4] == launch.flower_daemon("flower-superlink")  # plain logs off a terminal
     for flag in ("--enable-supernode-auth", "--disable-runtime-dependency-installation",
                  "--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certfile", "--database"):
         assert flag in cmd

@@ -1,0 +1,69 @@
+"""Colour only on a terminal: the project's lines and Flower's, as the project prints them."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pty
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flwr.common.logger import ConsoleHandler, log
+
+from aclecg_core.fed.console import colour_only_on_terminals
+
+PROJECT = Path(__file__).resolve().parents[2]
+ESC = "\x1b["
+
+
+@pytest.fixture
+def flwr_console() -> Iterator[ConsoleHandler]:
+    """Flower's own console handler, on the real ``flwr`` logger; its stream restored after."""
+    (handler,) = [h for h in logging.getLogger("flwr").handlers if isinstance(h, ConsoleHandler)]
+    stream = handler.stream
+    yield handler
+    handler.stream = stream
+
+
+def test_flower_colours_a_pipe_unless_told(flwr_console: ConsoleHandler) -> None:
+    flwr_console.stream = io.StringIO()
+    flwr_console.colored = True
+    log(logging.INFO, "[aclecg] round 1/2")
+    assert ESC in flwr_console.stream.getvalue()  # why the project has to step in
+    colour_only_on_terminals(logging.getLogger("flwr"))
+    colour_only_on_terminals(logging.getLogger("flwr"))  # once is enough, twice is harmless
+    log(logging.INFO, "[aclecg] round 2/2")
+    log(logging.WARNING, "[aclecg] round 2: site1 failed")
+    lines = flwr_console.stream.getvalue().splitlines()[1:]
+    assert lines == ["INFO :      [aclecg] round 2/2",
+                     "WARNING :   [aclecg] round 2: site1 failed"]
+
+
+def test_colour_stays_on_a_terminal(flwr_console: ConsoleHandler) -> None:
+    colour_only_on_terminals(logging.getLogger("flwr"))
+    leader, follower = pty.openpty()
+    with open(follower, "w", closefd=True) as terminal:
+        flwr_console.stream = terminal
+        log(logging.INFO, "[aclecg] report: x.html")
+        terminal.flush()
+        written = os.read(leader, 4096).decode()
+    os.close(leader)
+    assert written.startswith(f"{ESC}92mINFO ") and "[aclecg] report: x.html" in written
+
+
+def test_a_server_process_logging_to_a_pipe_writes_plain_text(tmp_path: Path) -> None:
+    code = ("import logging, server.app\n"
+            "from flwr.common.logger import log\n"
+            "log(logging.INFO, '[aclecg] run folder /x')\n"
+            "log(logging.WARNING, '[aclecg] round 1: site2 failed: no data')\n")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "INFO :      [aclecg] run folder /x" in done.stderr
+    assert "WARNING :   [aclecg] round 1: site2 failed: no data" in done.stderr
+    assert ESC not in done.stderr + done.stdout
