@@ -152,11 +152,21 @@ class Federation:
             assert time.monotonic() < deadline, f"fewer than {count} SuperNodes online"
             time.sleep(1)
 
+    def aclecg(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``aclecg`` as the coordinator."""
+        return subprocess.run([sys.executable, "-m", "aclecg_cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=180, check=False)
+
     def submit(self, project: Path, run_dir: Path, **overrides: Any) -> int:
         config = {"run-dir": str(run_dir), "config-file": str(self.root / "federation.yaml"),
                   "num-server-rounds": 2, "batch-size": 8, "min-sites": 2,
                   "round-timeout": 120.0, **overrides}
-        return launch.submit_run(project, CONNECTION, self.env, config)
+        sets = [arg for key, value in config.items()
+                for arg in ("--set", f"{key}={json.dumps(value)}")]
+        proc = self.aclecg("deploy", "submit", "--app", str(project), "--connection",
+                           CONNECTION, *sets)
+        assert proc.returncode == 0, proc.stderr
+        return int(proc.stdout.strip())
 
     def finish(self, run_id: int) -> str:
         return launch.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT)
@@ -232,7 +242,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
             public = root / "received" / f"{name}.pub"  # the key file the hospital sent
             public.parent.mkdir(exist_ok=True)
             shutil.copy2(hospital.home / "keys" / f"{name}.pub", public)
-            launch.register_node(public, CONNECTION, name, fed.env)
+            registered = fed.aclecg("deploy", "register-site", str(public), "--connection",
+                                    CONNECTION)
+            assert registered.returncode == 0, registered.stderr
         for hospital in fed.hospitals.values():
             fed.start_node(hospital)
         fed.wait_online(len(SITES))
@@ -320,16 +332,12 @@ def test_a_modified_app_is_refused_at_both_sites_and_never_runs(
     run_id = fed.submit(modified, fed.root / "runs" / "modified", **{"num-server-rounds": 1})
     status = fed.finish(run_id)
     assert status.startswith("finished:") and status != launch.FINISHED_OK
-    follow = subprocess.run([sys.executable, "-m", "aclecg_cli", "deploy", "follow",
-                             str(run_id), "--connection", CONNECTION], env=fed.env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    follow = fed.aclecg("deploy", "follow", str(run_id), "--connection", CONNECTION)
     assert follow.returncode == 1
     assert "Traceback" not in follow.stdout + follow.stderr
     reason = follow.stderr.strip().splitlines()[-1]
     assert f"run {run_id} failed" in reason and reason.count("refused") == len(SITES), reason
-    status_cmd = subprocess.run([sys.executable, "-m", "aclecg_cli", "deploy", "status",
-                                 str(run_id), "--connection", CONNECTION], env=fed.env,
-                                capture_output=True, text=True, timeout=120, check=False)
+    status_cmd = fed.aclecg("deploy", "status", str(run_id), "--connection", CONNECTION)
     assert status_cmd.returncode == 1 and status_cmd.stderr.strip() == reason
     assert list(mark.iterdir()) == []
     for hospital in fed.hospitals.values():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from flwr.common.logger import ConsoleHandler, log
 
-from aclecg_core.fed.console import colour_only_on_terminals
+from aclecg_core.fed.console import ColourOnTerminals, colour_only_on_terminals
 
 PROJECT = Path(__file__).resolve().parents[2]
 ESC = "\x1b["
@@ -22,11 +22,14 @@ ESC = "\x1b["
 
 @pytest.fixture
 def flwr_console() -> Iterator[ConsoleHandler]:
-    """Flower's own console handler, on the real ``flwr`` logger; its stream restored after."""
+    """Flower's own console handler, on the real ``flwr`` logger, as Flower sets it up (without
+    the switch an app imported earlier in this process put on it); restored after."""
     (handler,) = [h for h in logging.getLogger("flwr").handlers if isinstance(h, ConsoleHandler)]
-    stream = handler.stream
+    stream, colored, filters = handler.stream, handler.colored, list(handler.filters)
+    for switch in [f for f in filters if isinstance(f, ColourOnTerminals)]:
+        handler.removeFilter(switch)
     yield handler
-    handler.stream = stream
+    handler.stream, handler.colored, handler.filters = stream, colored, filters
 
 
 def test_flower_colours_a_pipe_unless_told(flwr_console: ConsoleHandler) -> None:
