@@ -15,8 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aclecg_core.data.sources import LAYOUTS
 from aclecg_core.fed import site
-from deploy import launch, pki
+from aclecg_runtime import environment
+from deploy import daemons, flwr_cli, pki
 from deploy.app_identity import parse_identity, project_app_identity
 
 DEFAULT_CONNECTION = "hospitals"
@@ -72,7 +74,7 @@ def register(subparsers: Any) -> None:
                    help="folder of ca.crt, server.pem, server.key")
     p.add_argument("--database", type=Path, required=True,
                    help="SQLite state file (registered nodes, runs); reused on restart")
-    p.add_argument("--host", default=launch.LOOPBACK, help="address to listen on")
+    p.add_argument("--host", default=daemons.LOOPBACK, help="address to listen on")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--log-file", type=Path)
     p.set_defaults(func=_superlink)
@@ -83,7 +85,7 @@ def register(subparsers: Any) -> None:
                    help="site number in reports (default: the digits ending the site name)")
     p.add_argument("--key", type=Path, required=True, help="the site's private key file")
     p.add_argument("--data-dir", type=Path, required=True, help="the site's ECG folder")
-    p.add_argument("--layout", default="auto", choices=("auto", "wfdb", "ptbxl", "cinc"))
+    p.add_argument("--layout", default="auto", choices=LAYOUTS)
     p.add_argument("--cache-dir", type=Path,
                    help="the site's cache of preprocessed records (default: "
                         "$XDG_CACHE_HOME/aclecg, else ~/.cache/aclecg of the site's user)")
@@ -168,7 +170,7 @@ def _make_site_key(args: argparse.Namespace) -> int:
 def _connect(args: argparse.Namespace) -> int:
     if not args.ca_cert.is_file():
         return _fail(f"{args.ca_cert}: CA certificate not found")
-    path = launch.write_connection(_flwr_home(), args.connection, args.address, args.ca_cert)
+    path = flwr_cli.write_connection(_flwr_home(), args.connection, args.address, args.ca_cert)
     print(f"SuperLink connection '{args.connection}' -> {args.address} (TLS) written to {path}")
     return 0
 
@@ -178,8 +180,8 @@ def _register_site(args: argparse.Namespace) -> int:
     try:
         pki.check_site_name(name)
         pki.load_site_public_key(args.public_key)
-        node_id = launch.register_node(args.public_key, args.connection, name,
-                                       launch.flower_env())
+        node_id = flwr_cli.register_node(args.public_key, args.connection, name,
+                                         environment.flower_env())
     except (ValueError, RuntimeError, OSError) as exc:
         return _fail(str(exc))
     print(f"registered site '{name}' as node {node_id}")
@@ -187,15 +189,15 @@ def _register_site(args: argparse.Namespace) -> int:
 
 
 def _superlink(args: argparse.Namespace) -> int:
-    tls = launch.TlsFiles.in_dir(args.pki_dir)
+    tls = daemons.TlsFiles.in_dir(args.pki_dir)
     try:
         tls.check()
     except FileNotFoundError as exc:
         return _fail(f"{exc} (run make-ca and make-server-cert first)")
     args.database.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cmd = launch.superlink_command(tls, args.database, args.port, args.host,
-                                   log_file=args.log_file)
-    return _exec(cmd, launch.flower_env())
+    cmd = daemons.superlink_command(tls, args.database, args.port, args.host,
+                                    log_file=args.log_file)
+    return _exec(cmd, environment.flower_env())
 
 
 def _supernode(args: argparse.Namespace) -> int:
@@ -222,10 +224,10 @@ def _supernode(args: argparse.Namespace) -> int:
         node_config[site.REQUIRE_SECAGG] = True
     if args.site_index is not None:  # else the digits ending the site name (SiteSettings)
         node_config[site.INDEX] = args.site_index
-    cmd = launch.supernode_command(args.superlink, args.ca_cert, args.key, node_config,
-                                   args.clientapp_port)
-    cmd = launch.guarded_supernode_command(cmd, args.site, allowed_apps)
-    return _exec(cmd, {**launch.flower_env(), **site_scratch(cache_dir)})
+    cmd = daemons.supernode_command(args.superlink, args.ca_cert, args.key, node_config,
+                                    args.clientapp_port)
+    cmd = daemons.guarded_supernode_command(cmd, args.site, allowed_apps)
+    return _exec(cmd, {**environment.flower_env(), **site_scratch(cache_dir)})
 
 
 def site_scratch(cache_dir: Path) -> dict[str, str]:
@@ -307,7 +309,7 @@ def _submit(args: argparse.Namespace) -> int:
         if not overrides.get("run-dir"):
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             overrides["run-dir"] = str((args.app / "runs" / f"{stamp}-deploy").resolve())
-        run_id = launch.submit_run(args.app, args.connection, launch.flower_env(), overrides)
+        run_id = flwr_cli.submit_run(args.app, args.connection, environment.flower_env(), overrides)
     except (ConfigError, ValueError, RuntimeError) as exc:
         return _fail(str(exc))
     print(run_id)
@@ -318,12 +320,12 @@ def _submit(args: argparse.Namespace) -> int:
 def _follow(args: argparse.Namespace) -> int:
     import subprocess
 
-    env = launch.flower_env()
-    with subprocess.Popen([launch.executable("flwr"), "log", str(args.run_id), args.connection,
+    env = environment.flower_env()
+    with subprocess.Popen([environment.executable("flwr"), "log", str(args.run_id), args.connection,
                            "--stream"], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
-        for line in launch.without_tracebacks(proc.stdout):
+        for line in flwr_cli.without_tracebacks(proc.stdout):
             sys.stdout.write(line)
     return _outcome(args.run_id, args.connection, env, finished=True)
 
@@ -331,10 +333,10 @@ def _follow(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import subprocess
 
-    env = launch.flower_env()
+    env = environment.flower_env()
     if args.run_id is not None:
         return _outcome(args.run_id, args.connection, env, finished=False)
-    return subprocess.run([launch.executable("flwr"), "list", args.connection], env=env,
+    return subprocess.run([environment.executable("flwr"), "list", args.connection], env=env,
                           check=False).returncode
 
 
@@ -342,11 +344,11 @@ def _outcome(run_id: int, connection: str, env: Mapping[str, str], finished: boo
     """Print the run's status in one line, with the reason if it failed. Exit code 1 for a
     failed or stopped run, and with ``finished`` for any run that has not completed."""
     try:
-        status, reason = launch.run_outcome(run_id, connection, env)
+        status, reason = flwr_cli.run_outcome(run_id, connection, env)
     except RuntimeError as exc:
         return _fail(str(exc))
     if reason:
         return _fail(f"run {run_id} {status.removeprefix('finished:')}: {reason}")
     print(f"run {run_id}: {status}")
     done = status.startswith("finished")
-    return 0 if status == launch.FINISHED_OK or not (done or finished) else 1
+    return 0 if status == flwr_cli.FINISHED_OK or not (done or finished) else 1

@@ -141,36 +141,17 @@ def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _classes(spec: str, cohort: Any) -> list[str]:
     from aclecg_core.data.cohort import DataError
-    from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
+    from aclecg_core.evaluation.splits import CLASS_SETS, guess_class_set
 
-    seen = {label for r in cohort.records for label in r.labels}
     if spec == "auto":
-        classes = list(PTBXL_SUPERCLASSES if seen & set(PTBXL_SUPERCLASSES) else SYNTHETIC_CLASSES)
-    else:
-        named = {"ptbxl": PTBXL_SUPERCLASSES, "synthetic": SYNTHETIC_CLASSES}
-        classes = list(named[spec]) if spec in named else spec.split(",")
+        spec = guess_class_set(cohort)
+    classes = list(CLASS_SETS[spec]) if spec in CLASS_SETS else spec.split(",")
+    seen = {label for r in cohort.records for label in r.labels}
     if not seen & set(classes):
         folder = os.path.commonpath([r.path for r in cohort.records])
         raise DataError(f"{folder}: no record carries a label of the classes "
                         f"{', '.join(classes)} (unlabeled data? choose --classes)")
     return classes
-
-
-def _split(spec: str, cohort: Any, seed: int) -> tuple[Any, Any, Any]:
-    """(train, validation, test)."""
-    from aclecg_core.evaluation.probe import patient_split, ptbxl_split, site_split
-
-    if spec == "ptbxl":
-        train, val, test = ptbxl_split(cohort)
-        return train, val, test
-    if spec.startswith("site:"):
-        rest, test = site_split(cohort, spec[5:])
-    elif spec == "patient":
-        rest, test = patient_split(cohort, 0.2, seed)
-    else:
-        raise ValueError(f"unknown split {spec!r}: use ptbxl, site:NAME or patient")
-    train, val = patient_split(rest, 0.2, seed)
-    return train, val, test
 
 
 def _print(result: dict[str, Any], as_json: bool, title: str) -> None:
@@ -195,12 +176,13 @@ def run_probe(args: argparse.Namespace) -> int:
         probe_fraction,
         random_init_like,
     )
+    from aclecg_core.evaluation.splits import evaluation_split
     from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"), whole_records=True)
     classes = _classes(args.classes, cohort)
-    train, val, test = _split(args.split, cohort, args.seed)
+    train, val, test = evaluation_split(cohort, args.split, seed=args.seed)
     device = pick_device(args.device)
     data = split_features(model, train, val, test, classes, device)
     out: dict[str, Any] = {
@@ -275,12 +257,13 @@ def _spread(probe: dict[str, Any], metric: str) -> str:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
+    from aclecg_core.evaluation.splits import evaluation_split
     from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"), whole_records=True)
     classes = _classes(args.classes, cohort)
-    train, val, test = _split(args.split, cohort, args.seed)
+    train, val, test = evaluation_split(cohort, args.split, seed=args.seed)
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed)
     result = finetune(model, train, val, test, classes, args.fraction, cfg,
                       pick_device(args.device))

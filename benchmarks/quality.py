@@ -66,8 +66,9 @@ from aclecg_core.data.loading import load_cohort
 from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
 from aclecg_core.evaluation.metrics import paired_bootstrap
-from aclecg_core.evaluation.probe import C_GRID, ptbxl_split, split_features
+from aclecg_core.evaluation.probe import C_GRID, split_features
 from aclecg_core.evaluation.reference import FractionProbe, probe_fraction
+from aclecg_core.evaluation.splits import ptbxl_split
 from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
 from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.partition import partition_by_site

@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aclecg_runtime.processes import processes_with_env
 from benchmarks.common import CACHE, DATA, RESULTS, finish, metadata, rss_mb, write_json
-from simulation.reaper import processes_with
 
 MARK = "ACLECG_BENCH_MARK"
 TARGETS = {"memory_slope_mib_per_round": ("<=", 0.5), "round_time_linear_r2": (">=", 0.9)}
@@ -68,7 +68,7 @@ class RoundSampler(threading.Thread):
                 continue
             if final != last:
                 last = final
-                ray = processes_with(MARK, self.mark)
+                ray = processes_with_env(MARK, self.mark)
                 self.samples.append({"round": final, "driver_rss_mib": rss_mb(),
                                      "ray_pss_mib": sum(pss_mb(p) for p in ray),
                                      "ray_processes": len(ray)})

@@ -37,7 +37,8 @@ from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 
 from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config
-from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data, simulated_site
+from aclecg_core.fed.probe import load_probe_cohorts
+from aclecg_core.fed.sites import ensure_synthetic_cohort, simulated_site
 from aclecg_core.fed.training import initial_model
 from benchmarks.common import finish, metadata, write_json
 from server.secagg import quantization_range
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_synthetic_cohort(cfg)
         for k in range(args.sites):  # warm the preprocessed-cohort cache
             simulated_site(cfg, k, args.sites)
-        probe_data(cfg)
+        load_probe_cohorts(cfg)
         seconds: dict[str, list[float]] = {"plain": [], "secagg": []}
         first: dict[str, list[float]] = {"plain": [], "secagg": []}
         for repeat in range(args.repeats):

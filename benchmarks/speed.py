@@ -93,10 +93,11 @@ def bare_epoch(model: AclEcgModel, cohort: Cohort, method: str, batch_size: int,
 
     Returns (seconds, augmentation seconds, samples).
     """
+    from aclecg_core.method.methods import views_for
     from aclecg_core.method.pretrain import PretrainConfig
 
     cfg = PretrainConfig(method=method, batch_size=batch_size, seed=seed)
-    views = cfg.view_pipeline()
+    views = views_for(cfg)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     signals = torch.from_numpy(np.ascontiguousarray(cohort.signals))
@@ -171,7 +172,8 @@ def measure_step(args: dict[str, Any]) -> dict[str, Any]:
 def _federation_setup(args: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(config, run-config overrides) of the federation comparison; fills the caches."""
     from aclecg_core.fed.config import load_config, read_pyproject_defaults
-    from aclecg_core.fed.sites import ensure_synthetic_cohort, probe_data, simulated_site
+    from aclecg_core.fed.probe import load_probe_cohorts
+    from aclecg_core.fed.sites import ensure_synthetic_cohort, simulated_site
 
     overrides = {"num-server-rounds": args["rounds"], "local-epochs": 1,
                  "encoder": args["encoder"], "eval-every": 0, "device": args["device"]}
@@ -179,7 +181,7 @@ def _federation_setup(args: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     ensure_synthetic_cohort(cfg)
     for k in range(cfg.cohort.sites):  # fill the preprocessed-cohort cache for both arms
         simulated_site(cfg, k, cfg.cohort.sites)
-    probe_data(cfg)
+    load_probe_cohorts(cfg)
     return cfg, overrides
 
 
@@ -205,7 +207,8 @@ def measure_centralized_arm(args: dict[str, Any]) -> dict[str, Any]:
     """Centralized pretraining of the pooled sites for as many epochs as rounds, with the same
     probes (before and after) and the same data loading."""
     from aclecg_core.evaluation.probe import probe_cohorts
-    from aclecg_core.fed.sites import probe_data, simulated_site
+    from aclecg_core.fed.probe import load_probe_cohorts
+    from aclecg_core.fed.sites import simulated_site
     from aclecg_core.fed.training import initial_model
     from aclecg_core.method.pretrain import PretrainConfig, pretrain
 
@@ -214,7 +217,8 @@ def measure_centralized_arm(args: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     sites = [simulated_site(cfg, k, cfg.cohort.sites) for k in range(cfg.cohort.sites)]
     pooled = _concat(sites)
-    train, val, test, classes = probe_data(cfg)
+    probe = load_probe_cohorts(cfg)
+    train, val, test, classes = probe.train, probe.val, probe.test, probe.classes
     model = initial_model(cfg)
     probe_cohorts(model, train, val, test, classes, seed=0, n_bootstrap=cfg.probe.bootstrap)
     pcfg = PretrainConfig(method=cfg.run.method, epochs=args["rounds"],
@@ -287,7 +291,8 @@ def measure_probe(args: dict[str, Any]) -> dict[str, Any]:
     grid (chosen on fold 9), bootstrap."""
     from aclecg_core.data.labels import PTBXL_SUPERCLASSES
     from aclecg_core.data.loading import load_cohort
-    from aclecg_core.evaluation.probe import extract_features, probe_cohorts, ptbxl_split
+    from aclecg_core.evaluation.probe import extract_features, probe_cohorts
+    from aclecg_core.evaluation.splits import ptbxl_split
 
     cohort = load_cohort([DATA / "ptbxl"], layout="ptbxl", cache_dir=CACHE / "cohorts",
                          workers=1)

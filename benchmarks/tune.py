@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.labels import PTBXL_SUPERCLASSES
 from aclecg_core.data.loading import load_cohort
-from aclecg_core.evaluation.probe import ptbxl_split, split_features
+from aclecg_core.evaluation.probe import split_features
 from aclecg_core.evaluation.reference import probe_fraction
+from aclecg_core.evaluation.splits import ptbxl_split
 from aclecg_core.method.model import EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import CACHE, DATA, RESULTS, finish, metadata, write_json

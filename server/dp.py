@@ -16,8 +16,7 @@ error are not aggregated by Flower's DP wrappers (the global weights stay as the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from flwr.serverapp.strategy import (
@@ -26,73 +25,37 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-DP_MODES: tuple[str, ...] = ("off", "fixed", "adaptive")
+from aclecg_core.fed.config import RunSettings
+from aclecg_core.settings import DP_MODE_KEYS
 
 
 @dataclass(frozen=True)
 class DpSettings:
-    """Validated differential-privacy settings of one run."""
+    """The differential-privacy settings of a run: field ``x`` is the run section's ``dp_x``
+    (``mode``: ``dp``), checked there (:class:`RunSettings`)."""
 
-    mode: str = "off"
-    noise_multiplier: float = 1.0
-    clipping_norm: float = 1.0
-    target_quantile: float = 0.5
-    clip_norm_lr: float = 0.2
-    clipped_count_stddev: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in DP_MODES:
-            raise ValueError(f"run config dp={self.mode!r}: expected one of {', '.join(DP_MODES)}")
-        if self.noise_multiplier < 0:
-            raise ValueError(f"dp-noise-multiplier={self.noise_multiplier}: must be >= 0")
-        if self.clipping_norm <= 0:
-            raise ValueError(f"dp-clipping-norm={self.clipping_norm}: must be > 0")
-        if not 0 <= self.target_quantile <= 1:
-            raise ValueError(f"dp-target-quantile={self.target_quantile}: must be in [0, 1]")
-        if self.clip_norm_lr <= 0:
-            raise ValueError(f"dp-clip-norm-lr={self.clip_norm_lr}: must be > 0")
-        if self.clipped_count_stddev < 0:
-            raise ValueError(f"dp-clipped-count-stddev={self.clipped_count_stddev}: must be >= 0")
+    mode: str = RunSettings.dp
+    noise_multiplier: float = RunSettings.dp_noise_multiplier
+    clipping_norm: float = RunSettings.dp_clipping_norm
+    target_quantile: float = RunSettings.dp_target_quantile
+    clip_norm_lr: float = RunSettings.dp_clip_norm_lr
+    clipped_count_stddev: float = RunSettings.dp_clipped_count_stddev
 
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> DpSettings:
-        """Read the ``dp*`` keys of a Flower run config (missing keys take the defaults)."""
-        mode = str(run_config.get("dp", "off")).strip().lower()
-        return cls(
-            mode=mode,
-            noise_multiplier=_number(run_config, "dp-noise-multiplier", cls.noise_multiplier),
-            clipping_norm=_number(run_config, "dp-clipping-norm", cls.clipping_norm),
-            target_quantile=_number(run_config, "dp-target-quantile", cls.target_quantile),
-            clip_norm_lr=_number(run_config, "dp-clip-norm-lr", cls.clip_norm_lr),
-            clipped_count_stddev=_number(run_config, "dp-clipped-count-stddev",
-                                         cls.clipped_count_stddev),
-        )
+    def from_run(cls, run: RunSettings) -> DpSettings:
+        """The ``dp*`` settings of a validated run section."""
+        return cls(run.dp, **{f.name: getattr(run, f"dp_{f.name}")
+                              for f in fields(cls) if f.name != "mode"})
 
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
 
     def to_config(self) -> dict[str, Any]:
-        """The settings for ``config.json`` and the report: only ``dp`` when DP is off."""
-        if not self.enabled:
-            return {"dp": "off"}
-        out: dict[str, Any] = {
-            "dp": self.mode,
-            "dp-noise-multiplier": self.noise_multiplier,
-            "dp-clipping-norm": self.clipping_norm,
-        }
-        if self.mode == "adaptive":
-            out["dp-target-quantile"] = self.target_quantile
-            out["dp-clip-norm-lr"] = self.clip_norm_lr
-            out["dp-clipped-count-stddev"] = self.clipped_count_stddev
-        return out
-
-
-def _number(run_config: Mapping[str, Any], key: str, default: float) -> float:
-    value = run_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"run config {key}={value!r}: expected a number")
-    return float(value)
+        """The run-config keys of this mode (:data:`DP_MODE_KEYS`), for ``config.json`` and the
+        report: only ``dp`` when DP is off."""
+        return {"dp": self.mode, **{key: getattr(self, key.removeprefix("dp-").replace("-", "_"))
+                                    for key in DP_MODE_KEYS[self.mode]}}
 
 
 def wrap_with_dp(strategy: Strategy, settings: DpSettings, num_sampled_sites: int) -> Strategy:

@@ -29,20 +29,11 @@ from aclecg_core.fed.console import (
 from aclecg_core.fed.rounds import FederationError
 from aclecg_core.fed.rundir import default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort
+from aclecg_runtime.environment import FLOWER_ENV
 from simulation.progress import ProgressGrid
 from simulation.reaper import Reaper
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-
-# The environment of scripts/env.sh: no telemetry, no update checks, no dependency installs.
-FLOWER_ENV = {
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-
 
 # Flower 1.41 has no other in-process simulation (docs/federation.md, "Launching"): the banner
 # is dropped, the function kept.

@@ -16,15 +16,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import cache
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field, PositiveFloat
 
 # scipy.signal (0.7 s to import) is imported where it is used: a ClientApp worker whose site is
 # cached never needs it.
 from aclecg_core.data.cohort import DataError
 from aclecg_core.data.leads import CANONICAL_LEADS
-from aclecg_core.settings import reject_unknown_keys
+from aclecg_core.settings import Settings, from_dict, one_of
 
 SHORT_POLICIES = ("pad", "reject")
 NORMALIZATIONS = ("none", "lead-zscore", "record-zscore")
@@ -32,57 +33,38 @@ MAX_FLAT_LEADS = 3  # flat (dead) leads a record may have and be kept, with a wa
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
-    """Preprocessing parameters; values are checked on construction (ValueError)."""
+class PreprocessConfig(Settings):
+    """Preprocessing parameters; values are checked on construction (:class:`SettingsError`)."""
 
-    target_fs: float = 100.0
+    WHAT = "preprocessing"
+    TITLES: ClassVar[dict[str, str]] = {"max_flat_leads": "flat leads a kept record may have"}
+
+    target_fs: Annotated[float, Field(gt=0, le=2000)] = 100.0
     bandpass_hz: tuple[float, float] | None = (0.5, 40.0)
-    filter_order: int = 3
-    notch_hz: float | None = None
-    window_s: float = 10.0
-    stride_s: float | None = None
-    short_policy: str = "pad"
-    min_length_s: float = 5.0
-    normalization: str = "none"
-    max_flat_leads: int = MAX_FLAT_LEADS
+    filter_order: Annotated[int, Field(ge=1, le=8)] = 3
+    notch_hz: Annotated[float | None, Field(gt=0)] = None
+    window_s: PositiveFloat = 10.0
+    stride_s: Annotated[float | None, Field(gt=0)] = None
+    short_policy: Annotated[str, one_of(SHORT_POLICIES)] = "pad"
+    min_length_s: PositiveFloat = 5.0
+    normalization: Annotated[str, one_of(NORMALIZATIONS)] = "none"
+    max_flat_leads: Annotated[int, Field(ge=0, le=len(CANONICAL_LEADS))] = MAX_FLAT_LEADS
     rescale_amplitude: bool = False
 
-    def __post_init__(self) -> None:
+    def problems(self) -> list[str]:
         nyquist = self.target_fs / 2
-        if not 0 < self.target_fs <= 2000:
-            raise ValueError(f"preprocessing target_fs must be in (0, 2000] Hz, "
-                             f"got {self.target_fs}")
-        if self.bandpass_hz is not None:
-            low, high = self.bandpass_hz
-            if not 0 <= low < high < nyquist:
-                raise ValueError(f"preprocessing bandpass_hz must satisfy 0 <= low < high < "
-                                 f"{nyquist} (target_fs/2), got {self.bandpass_hz}")
-        if not 1 <= self.filter_order <= 8:
-            raise ValueError(f"preprocessing filter_order must be 1..8, got {self.filter_order}")
-        if self.notch_hz is not None and not 0 < self.notch_hz < nyquist:
-            raise ValueError(f"preprocessing notch_hz must be in (0, {nyquist}) Hz "
-                             f"(target_fs/2), got {self.notch_hz}")
-        if not self.window_s > 0 or self.window_s * self.target_fs < 8:
-            raise ValueError(f"preprocessing window_s too short: {self.window_s}")
-        if self.stride_s is not None and not self.stride_s > 0:
-            raise ValueError(f"preprocessing stride_s must be > 0, got {self.stride_s}")
-        if self.short_policy not in SHORT_POLICIES:
-            raise ValueError(f"preprocessing short_policy must be one of {SHORT_POLICIES}, "
-                             f"got {self.short_policy!r}")
-        if not 0 < self.min_length_s <= self.window_s:
-            raise ValueError(f"preprocessing min_length_s must be in (0, window_s], "
-                             f"got {self.min_length_s}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"preprocessing normalization must be one of {NORMALIZATIONS}, "
-                             f"got {self.normalization!r}")
-        n_leads = len(CANONICAL_LEADS)
-        if (not isinstance(self.max_flat_leads, int) or isinstance(self.max_flat_leads, bool)
-                or not 0 <= self.max_flat_leads <= n_leads):
-            raise ValueError(f"preprocessing max_flat_leads (flat leads a kept record may have) "
-                             f"must be an integer 0..{n_leads}, got {self.max_flat_leads!r}")
-        if not isinstance(self.rescale_amplitude, bool):
-            raise ValueError(f"preprocessing rescale_amplitude must be true or false, "
-                             f"got {self.rescale_amplitude!r}")
+        out = []
+        if self.bandpass_hz is not None and not 0 <= self.bandpass_hz[0] < self.bandpass_hz[1] \
+                < nyquist:
+            out.append(f"bandpass_hz must satisfy 0 <= low < high < {nyquist} (target_fs/2), "
+                       f"got {self.bandpass_hz}")
+        if self.notch_hz is not None and not self.notch_hz < nyquist:
+            out.append(f"notch_hz must be in (0, {nyquist}) Hz (target_fs/2), got {self.notch_hz}")
+        if self.window_s * self.target_fs < 8:
+            out.append(f"window_s too short: {self.window_s}")
+        if not self.min_length_s <= self.window_s:
+            out.append(f"min_length_s must be in (0, window_s], got {self.min_length_s}")
+        return out
 
     @property
     def window_samples(self) -> int:
@@ -105,8 +87,7 @@ class PreprocessConfig:
         values = dict(data)
         if values.get("bandpass_hz") is not None:
             values["bandpass_hz"] = tuple(values["bandpass_hz"])
-        reject_unknown_keys(cls, values, "preprocessing parameters")
-        return cls(**values)
+        return from_dict(cls, values)
 
 
 def resample(signal: np.ndarray, fs: float, target_fs: float) -> np.ndarray:

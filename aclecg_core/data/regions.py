@@ -73,6 +73,7 @@ CLINICAL_REGIONS = _by_name({
 })
 
 _REGION_MAPS = {"paper": PAPER_REGIONS, "clinical": CLINICAL_REGIONS}
+REGION_MAP_NAMES = tuple(_REGION_MAPS)
 
 
 def region_map(name: str) -> RegionMap:

@@ -8,51 +8,43 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.evaluation.metrics import EvalResult, evaluable, evaluate
 from aclecg_core.evaluation.probe import aggregate_by_record, label_fraction_mask, record_labels
-from aclecg_core.method.device import autocast, pick_device
+from aclecg_core.method.device import AMP_MODES, autocast, pick_device
 from aclecg_core.method.model import AclEcgModel
-from aclecg_core.settings import reject_unknown_keys
+from aclecg_core.settings import Settings, from_dict, one_of
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Settings):
     """Fine-tuning hyper-parameters; training stops after ``patience`` epochs without a better
     validation macro AUROC and restores the best epoch."""
 
-    epochs: int = 40  # a cap: early stopping on the validation part decides
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 5
-    seed: int = 0
-    amp: str = "auto"
-    n_bootstrap: int = 200
+    WHAT = "finetune"
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"finetune {name} must be a positive integer, got {value!r}")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError("finetune lr must be > 0 and weight_decay >= 0")
-        if self.amp not in ("auto", "off"):
-            raise ValueError(f"amp must be 'auto' or 'off', got {self.amp!r}")
+    epochs: PositiveInt = 40  # a cap: early stopping on the validation part decides
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    patience: PositiveInt = 5
+    seed: int = 0
+    amp: Annotated[str, one_of(AMP_MODES)] = "auto"
+    n_bootstrap: int = 200
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        reject_unknown_keys(cls, data, "finetune config keys")
-        return cls(**data)
+        return from_dict(cls, data)
 
 
 @dataclass

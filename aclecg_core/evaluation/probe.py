@@ -1,5 +1,5 @@
 """Linear probing of frozen encoder features (regularisation chosen on a validation part),
-record-level aggregation, evaluation splits and label-fraction subsets."""
+record-level aggregation and label-fraction subsets (the splits: :mod:`.splits`)."""
 
 from __future__ import annotations
 
@@ -257,43 +257,3 @@ def label_fraction_mask(y: np.ndarray, fraction: float, seed: int = 0) -> np.nda
         if len(positives) and not keep[positives].any():
             keep[rng.choice(positives)] = True
     return keep
-
-
-def ptbxl_split(cohort: Cohort) -> tuple[Cohort, Cohort, Cohort]:
-    """The PTB-XL reference split by ``strat_fold``: 1–8 train, 9 validation, 10 test."""
-    folds = np.array([-1 if r.fold is None else r.fold for r in cohort.records])
-    if (folds < 0).any():
-        missing = [r.record_id for r in cohort.records if r.fold is None][:3]
-        raise ValueError(f"records without a fold (e.g. {missing}); use a site or patient split")
-    parts = ((folds >= 1) & (folds <= 8), folds == 9, folds == 10)
-    for name, keep in zip(("train (1-8)", "validation (9)", "test (10)"), parts, strict=True):
-        if not keep.any():
-            raise ValueError(f"the PTB-XL {name} part is empty")
-    train, val, test = (cohort.select_records(keep) for keep in parts)
-    return train, val, test
-
-
-def site_split(cohort: Cohort, site: str) -> tuple[Cohort, Cohort]:
-    """(the other sites, the held-out ``site``)."""
-    sites = np.array([r.site for r in cohort.records])
-    held = sites == site
-    if not held.any() or held.all():
-        raise ValueError(f"site {site!r} must hold some but not all records; sites: "
-                         f"{sorted(set(sites.tolist()))}")
-    return cohort.select_records(~held), cohort.select_records(held)
-
-
-def patient_split(cohort: Cohort, test_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[Cohort, Cohort]:
-    """(train, test) with no patient in both: a seeded random ``test_fraction`` of patients."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    patients = np.array([r.patient_id for r in cohort.records])
-    unique = np.unique(patients)
-    if len(unique) < 2:
-        raise ValueError("a patient split needs at least two patients")
-    rng = np.random.default_rng(seed)
-    n_test = min(max(1, round(test_fraction * len(unique))), len(unique) - 1)
-    test_patients = rng.choice(unique, n_test, replace=False)
-    held = np.isin(patients, test_patients)
-    return cohort.select_records(~held), cohort.select_records(held)

@@ -1,4 +1,5 @@
-"""Where each site's data and the server's probe data come from (simulation and deployment)."""
+"""Where a run's data come from: the synthetic cohort, each simulated site's share of the cohort,
+and folders read with the run's preprocessing and cache."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from functools import cache
 from pathlib import Path
 
 from aclecg_core.data.cohort import Cohort
-from aclecg_core.data.labels import PTBXL_SUPERCLASSES, SYNTHETIC_CLASSES
 from aclecg_core.data.loading import load_cohort, load_sources
 from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.data.sources import RecordSource, discover, with_header_metadata
+from aclecg_core.evaluation.splits import CLASS_SETS
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.partition import partition_by_site, partition_dirichlet, partition_iid
 
@@ -46,8 +47,9 @@ def ensure_synthetic_cohort(cfg: FederationConfig) -> Path:
     return out
 
 
-def _load(cfg: FederationConfig, paths: list[Path], layout: str,
-          workers: int | None = 1) -> Cohort:
+def load_folders(cfg: FederationConfig, paths: list[Path], layout: str,
+                 workers: int | None = 1) -> Cohort:
+    """Every record below ``paths``, preprocessed as the run asks, in the run's cache."""
     return load_cohort(paths, layout=layout,
                        preprocessing=PreprocessConfig.from_dict(cfg.preprocessing),
                        cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=workers)
@@ -59,9 +61,9 @@ def count_classes(cfg: FederationConfig) -> list[str]:
     if c.classes:
         return list(c.classes)
     if c.source == "synthetic":
-        return list(SYNTHETIC_CLASSES)
+        return list(CLASS_SETS["synthetic"])
     if c.layout == "ptbxl":
-        return list(PTBXL_SUPERCLASSES)
+        return list(CLASS_SETS["ptbxl"])
     return list(cfg.probe.classes)
 
 
@@ -83,7 +85,7 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     if c.source == "synthetic":
         root = ensure_synthetic_cohort(cfg)
         if c.partition == "site":
-            return _load(cfg, [root / f"site{index + 1}"], "auto")
+            return load_folders(cfg, [root / f"site{index + 1}"], "auto")
         paths, layout = [root / f"site{k}" for k in range(1, c.sites + 1)], "auto"
     else:
         paths, layout = [cfg.path(c.path)], c.layout
@@ -110,55 +112,3 @@ def _described(paths: tuple[Path, ...], layout: str) -> list[RecordSource]:
     """Every record below ``paths`` with its header metadata, found once per process: a
     ClientApp worker serving several simulated sites splits the same folder for each."""
     return [with_header_metadata(s) for s in discover(list(paths), layout)]
-
-
-def _frequent_labels(cohort: Cohort, min_records: int = 10, top: int = 10) -> list[str]:
-    counts: dict[str, int] = {}
-    for r in cohort.records:
-        for label in set(r.labels):
-            counts[label] = counts.get(label, 0) + 1
-    ranked = sorted((n, lab) for lab, n in counts.items() if n >= min_records)
-    return [lab for _, lab in reversed(ranked)][:top]
-
-
-def probe_data(cfg: FederationConfig) -> tuple[Cohort, Cohort, Cohort, list[str]]:
-    """(probe-train, probe-validation, probe-test, classes) of the server's centralized linear
-    probe; the validation part is where the probe chooses its regularisation."""
-    from aclecg_core.evaluation.probe import (
-        patient_split,
-        ptbxl_split,
-        record_labels,
-        validation_columns,
-    )
-
-    p = cfg.probe
-
-    def split(c: Cohort) -> tuple[Cohort, Cohort, Cohort]:
-        rest, test = patient_split(c, p.test_fraction, seed=cfg.run.seed)
-        train, val = patient_split(rest, p.val_fraction, seed=cfg.run.seed)
-        return train, val, test
-
-    if p.source == "synthetic-holdout":
-        root = ensure_synthetic_cohort(cfg)
-        cohort = _load(cfg, [root / f"site{cfg.cohort.sites + 1}"], "auto", workers=None)
-        train, val, test = split(cohort)
-        classes = list(p.classes) or list(SYNTHETIC_CLASSES)
-    elif p.source == "ptbxl":
-        cohort = _load(cfg, [cfg.path(p.path)], "ptbxl", workers=None)
-        train, val, test = ptbxl_split(cohort)
-        classes = list(p.classes) or list(PTBXL_SUPERCLASSES)
-    else:
-        cohort = _load(cfg, [cfg.path(p.path)], p.layout if p.layout != "auto" else "cinc",
-                       workers=None)
-        train, val, test = split(cohort)
-        classes = list(p.classes) or _frequent_labels(cohort)
-    if not classes:
-        raise ValueError(f"probe data {cfg.path(p.path)}: no label with enough records; "
-                         "set probe.classes")
-    try:
-        validation_columns(record_labels(train, classes), record_labels(val, classes))
-    except ValueError as exc:
-        raise ValueError(f"probe data ({p.source}): {exc}; give the probe more labeled records "
-                         "or change probe.val-fraction") from None
-    return train, val, test, classes
-

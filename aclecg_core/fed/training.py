@@ -16,6 +16,7 @@ from aclecg_core.fed.sites import count_classes
 from aclecg_core.fed.updates import nonfinite_keys
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.method.pretrain import DivergenceError, PretrainConfig, pick_device, pretrain
+from aclecg_core.settings import from_attributes
 
 
 def model_for(encoder: str, seed: int) -> AclEcgModel:
@@ -32,12 +33,9 @@ def train_instructions(cfg: FederationConfig, round_offset: int = 0,
                        server_round: int = 0) -> TrainInstructions:
     """What the server tells the sites each round (Flower adds ``server-round``)."""
     r = cfg.run
-    return TrainInstructions(
-        method=r.method, acl_terms=r.acl_terms, views=r.views, encoder=r.encoder,
-        local_epochs=r.local_epochs, batch_size=r.batch_size, lr=r.lr, seed=r.seed,
-        preprocessing=dict(cfg.preprocessing), aggregate=r.aggregate,
+    return from_attributes(
+        TrainInstructions, r, preprocessing=dict(cfg.preprocessing),
         proximal_mu=r.proximal_mu if r.strategy == "fedprox" else 0.0,
-        secure_aggregation=r.secure_aggregation, share_site_stats=r.share_site_stats,
         stats_classes=count_classes(cfg) if r.share_site_stats else [],
         round_offset=round_offset, server_round=server_round)
 
@@ -76,10 +74,8 @@ def train_site(instructions: TrainInstructions, cohort: Cohort,
     model.load_state_dict(state, strict=False)
     params = dict(model.named_parameters())
     reference = {k: v.detach().clone() for k, v in params.items() if k in global_arrays}
-    pcfg = PretrainConfig(method=ins.method, acl_terms=ins.acl_terms, views=ins.views,
-                          epochs=ins.local_epochs, batch_size=ins.batch_size, lr=ins.lr,
-                          proximal_mu=ins.proximal_mu,
-                          seed=round_seed(ins.seed, ins.round, site))
+    pcfg = from_attributes(PretrainConfig, ins, epochs=ins.local_epochs,
+                           seed=round_seed(ins.seed, ins.round, site))
     try:
         result = pretrain(model, cohort, pcfg, device=pick_device(device),
                           reference_weights=reference if ins.proximal_mu > 0 else None)

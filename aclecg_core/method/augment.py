@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -215,6 +216,16 @@ def baseline_wander(x: Tensor, fs: float, generator: torch.Generator,
 
 # --- views -----------------------------------------------------------------------------------
 
+VIEW_KINDS = ("acl", "simclr")
+
+
+class Views(Protocol):
+    """Two views of a batch ``x`` (batch, leads, samples) for contrastive pretraining."""
+
+    def __call__(self, x: Tensor, rpeaks: Tensor, fs: float,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+
+
 @dataclass(frozen=True)
 class ViewPipeline:
     """Two random views of a batch for contrastive pretraining.
@@ -234,7 +245,7 @@ class ViewPipeline:
     timeout_max_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("acl", "simclr"):
+        if self.method not in VIEW_KINDS:
             raise ValueError(f"view method must be 'acl' or 'simclr', got {self.method!r}")
 
     def view(self, x: Tensor, rpeaks: Tensor, fs: float, generator: torch.Generator) -> Tensor:
@@ -251,6 +262,18 @@ class ViewPipeline:
     def __call__(self, x: Tensor, rpeaks: Tensor, fs: float,
                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return self.view(x, rpeaks, fs, generator), self.view(x, rpeaks, fs, generator)
+
+
+@dataclass(frozen=True)
+class AdjacentSegments:
+    """CLOCS's views: the first and the second half of each window (no augmentation, nothing
+    drawn from the generator; an odd last sample is dropped)."""
+
+    def __call__(self, x: Tensor, rpeaks: Tensor, fs: float,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        _check(x)
+        half = x.shape[2] // 2
+        return x[..., :half], x[..., half : 2 * half]
 
 
 def make_views(x: Tensor, rpeaks: Tensor, fs: float, generator: torch.Generator,

@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+AMP_MODES = ("auto", "off")  # "auto": bf16 autocast on CUDA
+
 
 def pick_device(preference: str = "auto") -> torch.device:
     """``"auto"``: CUDA when available, else CPU; otherwise the named device (checked)."""
@@ -22,8 +24,8 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[object]:
     """bf16 autocast on CUDA when ``amp == "auto"``; a no-op otherwise."""
-    if amp not in ("auto", "off"):
-        raise ValueError(f"amp must be 'auto' or 'off', got {amp!r}")
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {amp!r}")
     if amp == "auto" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

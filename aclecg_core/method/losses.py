@@ -1,4 +1,4 @@
-"""Contrastive losses: a functional core over similarity masks, and ``nn.Module`` wrappers.
+"""Contrastive losses: the ``nn.Module`` each method's training calls, over a functional core.
 
 All losses L2-normalise the embeddings and use cosine similarities divided by ``temperature``.
 Positives and negatives are boolean masks built from record, region and view ids, and one
@@ -13,9 +13,10 @@ other candidate this is exactly NT-Xent.
 ``record_ids`` (optional, (N,)): windows of the same record are never negatives of each other
 (they are not positives either, the positive is the other view of the same window).
 
-Three methods: SimCLR's NT-Xent (:func:`nt_xent`), ACL-ECG's anatomy-aware loss
-(:func:`acl_ecg_loss`, with its intra- and inter-region terms selectable for the ablation) and
-CLOCS's contrastive multi-segment coding (:func:`clocs_loss`).
+Three methods: SimCLR's NT-Xent (:class:`NTXentLoss`), ACL-ECG's anatomy-aware loss
+(:class:`AnatomyAwareContrastiveLoss`, with its intra- and inter-region terms selectable for the
+ablation) and CLOCS's contrastive multi-segment coding (:class:`ClocsLoss`); ``pretrain`` builds
+them through the method registry (:mod:`aclecg_core.method.methods`).
 """
 
 from __future__ import annotations
@@ -46,13 +47,17 @@ def masked_info_nce(sim: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
     return per_anchor.mean()
 
 
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
 def _check_pair(z1: Tensor, z2: Tensor, ndim: int, temperature: float) -> None:
     if z1.ndim != ndim or z1.shape != z2.shape:
         raise ValueError(
             f"views must have the same {ndim}-d shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature)
 
 
 def _record_ids(record_ids: Tensor | None, n: int, device: torch.device) -> Tensor:
@@ -176,12 +181,24 @@ def clocs_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1,
 
 
 class NTXentLoss(nn.Module):
-    """Module form of :func:`nt_xent`: ``forward(z1 (N, P), z2 (N, P)) -> scalar``."""
+    """SimCLR's NT-Xent (:func:`nt_xent`).
+
+    Args:
+        temperature: divides the cosine similarities; > 0.
+
+    Shape:
+        - z1, z2: (N, P) projections of view 1 and view 2; N >= 2.
+        - record_ids: (N,) or None; windows of one record are never negatives of each other.
+        - output: scalar.
+
+    Example:
+        >>> loss_fn = NTXentLoss(temperature=0.1)
+        >>> loss = loss_fn(model.forward_global(v1), model.forward_global(v2), record_ids)
+    """
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        _check_temperature(temperature)
         self.temperature = temperature
 
     def forward(self, z1: Tensor, z2: Tensor, record_ids: Tensor | None = None) -> Tensor:
@@ -189,12 +206,28 @@ class NTXentLoss(nn.Module):
 
 
 class AnatomyAwareContrastiveLoss(nn.Module):
-    """Module form of :func:`acl_ecg_loss`: ``forward(r1 (N, R, P), r2 (N, R, P)) -> scalar``."""
+    """ACL-ECG's anatomy-aware loss ``gamma * intra + (1 - gamma) * inter``
+    (:func:`acl_ecg_loss`).
+
+    Args:
+        temperature: divides the cosine similarities; > 0.
+        gamma: weight of the intra-region term, in [0, 1].
+        terms: ``"both"``, ``"intra"`` or ``"inter"`` (the ablation; the last two ignore gamma).
+
+    Shape:
+        - r1, r2: (N, R, P) region projections of view 1 and view 2; N >= 2 (R >= 2 unless
+          only the intra-region term is used).
+        - record_ids: (N,) or None; windows of one record are never negatives of each other.
+        - output: scalar.
+
+    Example:
+        >>> loss_fn = AnatomyAwareContrastiveLoss(temperature=0.1, gamma=0.5)
+        >>> loss = loss_fn(model.forward_regions(v1), model.forward_regions(v2), record_ids)
+    """
 
     def __init__(self, temperature: float = 0.1, gamma: float = 0.5, terms: str = "both") -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        _check_temperature(temperature)
         _term_weights(terms, gamma)
         self.temperature = temperature
         self.gamma = gamma
@@ -205,12 +238,25 @@ class AnatomyAwareContrastiveLoss(nn.Module):
 
 
 class ClocsLoss(nn.Module):
-    """Module form of :func:`clocs_loss`: ``forward(z1 (N, P), z2 (N, P)) -> scalar``."""
+    """CLOCS's contrastive multi-segment coding (:func:`clocs_loss`).
+
+    Args:
+        temperature: divides the cosine similarities; > 0.
+
+    Shape:
+        - z1, z2: (N, P) projections of the earlier and the later segment of N windows; N >= 2.
+        - group_ids: (N,) patient (or record) of each window, or None (each window its own).
+        - output: scalar.
+
+    Example:
+        >>> loss_fn = ClocsLoss(temperature=0.1)
+        >>> first, second = AdjacentSegments()(x, rpeaks, fs, generator)
+        >>> loss = loss_fn(model.forward_global(first), model.forward_global(second), patients)
+    """
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        _check_temperature(temperature)
         self.temperature = temperature
 
     def forward(self, z1: Tensor, z2: Tensor, group_ids: Tensor | None = None) -> Tensor:

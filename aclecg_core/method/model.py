@@ -6,17 +6,19 @@ State-dict keys start with ``encoder.`` (what probing and fine-tuning use) or ``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from aclecg_core.data.leads import CANONICAL_LEADS
-from aclecg_core.data.regions import RegionMap, region_map
-from aclecg_core.settings import reject_unknown_keys
+from aclecg_core.data.regions import REGION_MAP_NAMES, RegionMap, region_map
+from aclecg_core.settings import Settings, from_dict, one_of
 
 REPRESENTATIONS = ("leads", "regions")
+NORMS = ("group", "batch")  # GroupNorm: federation friendly (no running statistics)
 
 # size -> (width, depth, embed_dim, proj_dim)
 _PRESETS: dict[str, tuple[int, int, int, int]] = {
@@ -27,8 +29,11 @@ _PRESETS: dict[str, tuple[int, int, int, int]] = {
 ENCODER_SIZES = tuple(_PRESETS)
 
 
+_Dimension = Annotated[int | None, Field(ge=1, description="a positive integer")]
+
+
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(Settings):
     """Encoder hyper-parameters.
 
     ``size`` picks a preset; ``width`` (first conv channels), ``depth`` (residual blocks),
@@ -42,28 +47,16 @@ class EncoderConfig:
     map), a compact form of the paper's concatenated region features.
     """
 
-    size: str = "default"
-    width: int | None = None
-    depth: int | None = None
-    embed_dim: int | None = None
-    proj_dim: int | None = None
-    norm: str = "group"
-    regions: str = "paper"
-    representation: str = "leads"
+    WHAT = "encoder"
 
-    def __post_init__(self) -> None:
-        if self.size not in _PRESETS:
-            raise ValueError(f"encoder size must be one of {sorted(_PRESETS)}, got {self.size!r}")
-        if self.norm not in ("group", "batch"):
-            raise ValueError(f"encoder norm must be 'group' or 'batch', got {self.norm!r}")
-        region_map(self.regions)
-        if self.representation not in REPRESENTATIONS:
-            raise ValueError(f"encoder representation must be one of {list(REPRESENTATIONS)}, "
-                             f"got {self.representation!r}")
-        for name in ("width", "depth", "embed_dim", "proj_dim"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"encoder {name} must be a positive integer, got {value!r}")
+    size: Annotated[str, one_of(ENCODER_SIZES)] = "default"
+    width: _Dimension = None
+    depth: _Dimension = None
+    embed_dim: _Dimension = None
+    proj_dim: _Dimension = None
+    norm: Annotated[str, one_of(NORMS)] = "group"
+    regions: Annotated[str, one_of(REGION_MAP_NAMES)] = "paper"
+    representation: Annotated[str, one_of(REPRESENTATIONS)] = "leads"
 
     def resolved(self) -> tuple[int, int, int, int]:
         """(width, depth, embed_dim, proj_dim) after applying the overrides to the preset."""
@@ -77,8 +70,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
-        reject_unknown_keys(cls, data, "encoder config keys")
-        return replace(cls(), **data)
+        return from_dict(cls, data)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

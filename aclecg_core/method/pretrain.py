@@ -6,28 +6,26 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
 from aclecg_core.data.cohort import Cohort
-from aclecg_core.method.augment import ViewPipeline
-from aclecg_core.method.device import autocast, pick_device
-from aclecg_core.method.losses import ACL_TERMS, acl_ecg_loss, clocs_loss, nt_xent
+from aclecg_core.method.device import AMP_MODES, autocast, pick_device
+from aclecg_core.method.losses import ACL_TERMS
+from aclecg_core.method.methods import METHODS, VIEWS, views_for
 from aclecg_core.method.model import AclEcgModel
-from aclecg_core.settings import reject_unknown_keys
+from aclecg_core.settings import Settings, from_dict, one_of
 
 __all__ = ["METHODS", "VIEWS", "DivergenceError", "PretrainConfig", "PretrainResult",
            "pick_device", "pretrain"]
 
-METHODS = ("acl", "simclr", "clocs")
-VIEWS = ("auto", "acl", "simclr")
-
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(Settings):
     """Pretraining hyper-parameters (augmentation widths in seconds).
 
     ``method``: ``acl`` (region embeddings, anatomy-aware loss), ``simclr`` (global embedding,
@@ -37,76 +35,38 @@ class PretrainConfig:
     own (ACL-ECG's physiology-aware views or SimCLR's), or ``acl`` / ``simclr`` to swap them.
     """
 
-    method: str = "acl"
-    acl_terms: str = "both"
-    views: str = "auto"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    temperature: float = 0.1
-    gamma: float = 0.5
-    proximal_mu: float = 0.0
+    WHAT = "pretrain"
+
+    method: Annotated[str, one_of(METHODS)] = "acl"
+    acl_terms: Annotated[str, one_of(ACL_TERMS)] = "both"
+    views: Annotated[str, one_of(VIEWS)] = "auto"
+    epochs: PositiveInt = 30
+    batch_size: Annotated[int, Field(ge=2, description=">= 2 (contrastive learning needs "
+                                                       "negatives)")] = 64
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    temperature: PositiveFloat = 0.1
+    gamma: Annotated[float, Field(ge=0, le=1)] = 0.5
+    proximal_mu: NonNegativeFloat = 0.0
     seed: int = 0
-    amp: str = "auto"
-    mask_fraction: float = 0.2
-    crop_min_scale: float = 0.5
-    max_shift_s: float = 0.5
-    noise_std: float = 0.05
-    timeout_max_s: float = 1.0
+    amp: Annotated[str, one_of(AMP_MODES)] = "auto"
+    mask_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    crop_min_scale: Annotated[float, Field(gt=0, le=1)] = 0.5
+    max_shift_s: NonNegativeFloat = 0.5
+    noise_std: NonNegativeFloat = 0.05
+    timeout_max_s: NonNegativeFloat = 1.0
 
-    def __post_init__(self) -> None:
-        problems = []
-        for name, choices in (("method", METHODS), ("acl_terms", ACL_TERMS), ("views", VIEWS)):
-            if getattr(self, name) not in choices:
-                problems.append(f"{name} must be one of {list(choices)}, "
-                                f"got {getattr(self, name)!r}")
+    def problems(self) -> list[str]:
         if self.method == "clocs" and self.views != "auto":
-            problems.append("method 'clocs' uses no augmentation: views must be 'auto'")
-        if self.amp not in ("auto", "off"):
-            problems.append(f"amp must be 'auto' or 'off', got {self.amp!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                problems.append(f"{name} must be a positive integer, got {value!r}")
-        if self.batch_size == 1:
-            problems.append("batch_size must be >= 2 (contrastive learning needs negatives)")
-        for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "proximal_mu", "max_shift_s", "noise_std", "timeout_max_s"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("gamma", "mask_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if not 0 < self.crop_min_scale <= 1:
-            problems.append(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale!r}")
-        if problems:
-            raise ValueError("invalid pretrain config: " + "; ".join(problems))
-
-    def view_pipeline(self) -> ViewPipeline:
-        """The augmentations of ``views`` (``auto``: the method's own)."""
-        if self.views != "auto":
-            kind = self.views
-        else:
-            kind = "simclr" if self.method == "simclr" else "acl"
-        return ViewPipeline(
-            method=kind,
-            mask_fraction=self.mask_fraction,
-            crop_min_scale=self.crop_min_scale,
-            max_shift_s=self.max_shift_s,
-            noise_std=self.noise_std,
-            timeout_max_s=self.timeout_max_s,
-        )
+            return ["method 'clocs' uses no augmentation: views must be 'auto'"]
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        reject_unknown_keys(cls, data, "pretrain config keys")
-        return cls(**data)
+        return from_dict(cls, data)
 
 
 class DivergenceError(ValueError):
@@ -135,14 +95,6 @@ def _proximal_term(model: AclEcgModel, reference: dict[str, torch.Tensor]) -> to
     return total
 
 
-def _patient_of_window(cohort: Cohort) -> np.ndarray:
-    """(n_windows,) int64 group of each window for CLOCS: its patient, or its record when the
-    record has no patient id."""
-    keys = [r.patient_id or f"record:{r.record_id}" for r in cohort.records]
-    _, patient = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
-    return patient.astype(np.int64)[np.asarray(cohort.window_record, dtype=np.int64)]
-
-
 def pretrain(
     model: AclEcgModel,
     cohort: Cohort,
@@ -153,13 +105,15 @@ def pretrain(
 ) -> PretrainResult:
     """Train ``model`` in place for ``cfg.epochs`` epochs over every window of ``cohort``.
 
-    Each epoch shuffles the windows with a generator seeded from ``cfg.seed``; augmentations
-    draw from a second seeded generator (both on the CPU), so CPU runs are deterministic.
-    Windows of the same record are never negatives of each other (CLOCS: of the same patient);
-    batches with fewer than two records (patients) are skipped. With ``cfg.proximal_mu > 0``
-    the FedProx term ``mu / 2 * ||w - w_ref||²`` over the parameters named in
-    ``reference_weights`` is added. A non-finite loss stops the training with
-    :class:`DivergenceError` naming the step (counted from 1 over all epochs).
+    The method (:data:`~aclecg_core.method.methods.METHODS`) gives the two views of each batch,
+    the embedding of each view and the loss Module comparing them. Each epoch shuffles the
+    windows with a generator seeded from ``cfg.seed``; augmentations draw from a second seeded
+    generator (both on the CPU), so CPU runs are deterministic. Windows of the same record are
+    never negatives of each other (CLOCS: of the same patient); batches with fewer than two
+    records (patients) are skipped. With ``cfg.proximal_mu > 0`` the FedProx term
+    ``mu / 2 * ||w - w_ref||²`` over the parameters named in ``reference_weights`` is added. A
+    non-finite loss stops the training with :class:`DivergenceError` naming the step (counted
+    from 1 over all epochs).
     """
     device = pick_device(device) if isinstance(device, str) else device
     if len(cohort) == 0:
@@ -171,18 +125,18 @@ def pretrain(
     reference = {
         k: v.detach().to(device, torch.float32) for k, v in (reference_weights or {}).items()
     } if cfg.proximal_mu > 0 else {}
+    method = METHODS[cfg.method]
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    views = cfg.view_pipeline()
+    views = views_for(cfg)
+    loss_fn = method.loss(cfg)
     order_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     signals = torch.from_numpy(np.ascontiguousarray(cohort.signals, dtype=np.float32))
     rpeaks = torch.from_numpy(np.ascontiguousarray(cohort.rpeaks)).long()
-    records = torch.from_numpy(np.asarray(cohort.window_record, dtype=np.int64))
-    if cfg.method == "clocs":
-        records = torch.from_numpy(_patient_of_window(cohort))
-        if len(torch.unique(records)) < 2:
-            raise ValueError("CLOCS needs windows of at least two patients")
+    groups = torch.from_numpy(method.groups(cohort))
+    if len(torch.unique(groups)) < 2:
+        raise ValueError(f"{method.title} needs windows of at least two {method.group}s")
     losses: list[float] = []
     seen = steps = 0
     start = time.perf_counter()
@@ -193,27 +147,15 @@ def pretrain(
         for begin in range(0, len(order), cfg.batch_size):
             idx = order[begin : begin + cfg.batch_size]
             bar.update(len(idx))
-            batch_records = records[idx]
-            if len(torch.unique(batch_records)) < 2:
+            batch_groups = groups[idx]
+            if len(torch.unique(batch_groups)) < 2:
                 continue
             x = signals[idx].to(device, non_blocking=True)
-            ids = batch_records.to(device)
-            if cfg.method == "clocs":
-                half = x.shape[2] // 2
-                v1, v2 = x[..., :half], x[..., half : 2 * half]
-            else:
-                v1, v2 = views(x, rpeaks[idx], cohort.fs, aug_gen)
+            ids = batch_groups.to(device)
+            v1, v2 = views(x, rpeaks[idx], cohort.fs, aug_gen)
             with autocast(device, cfg.amp):
-                if cfg.method == "acl":
-                    z1, z2 = model.forward_regions(v1), model.forward_regions(v2)
-                else:
-                    z1, z2 = model.forward_global(v1), model.forward_global(v2)
-            if cfg.method == "acl":
-                loss = acl_ecg_loss(z1, z2, cfg.temperature, cfg.gamma, ids, cfg.acl_terms)
-            elif cfg.method == "clocs":
-                loss = clocs_loss(z1, z2, cfg.temperature, ids)
-            else:
-                loss = nt_xent(z1, z2, cfg.temperature, ids)
+                z1, z2 = method.embed(model, v1), method.embed(model, v2)
+            loss = loss_fn(z1, z2, ids)
             steps += 1
             value = float(loss.detach())
             if not math.isfinite(value):

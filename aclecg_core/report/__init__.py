@@ -31,15 +31,15 @@ from aclecg_core.report.runlog import (
     RoundMetrics,
     RunMetrics,
     SiteSummary,
-    load_config,
     load_metrics,
+    read_run_config,
 )
 
 __all__ = [
     "ClientFit", "ProbeScores", "RegionEvidence", "ReportError", "RoundMetrics", "RunMetrics",
     "SiteSummary", "aggregation_statement", "build_sections", "dp_statement", "flatten_config",
-    "fmt_ci", "fmt_score", "fmt_score_ci", "fmt_seconds", "fmt_time", "load_config", "load_metrics",
-    "load_region_evidence", "render_html", "render_markdown", "write_report",
+    "fmt_ci", "fmt_score", "fmt_score_ci", "fmt_seconds", "fmt_time", "load_metrics",
+    "load_region_evidence", "read_run_config", "render_html", "render_markdown", "write_report",
 ]
 
 
@@ -52,7 +52,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     """
     run_dir = Path(run_dir)
     metrics = load_metrics(run_dir)
-    config = load_config(run_dir)
+    config = read_run_config(run_dir)
     plots_dir = run_dir / "plots"
     for name in PLOT_NAMES:  # figures of an earlier report that may not apply any more
         (plots_dir / name).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from aclecg_core.report.fmt import (
 from aclecg_core.report.regions import PLOT_NAME as REGION_PLOT
 from aclecg_core.report.regions import RegionEvidence, region_section
 from aclecg_core.report.runlog import RoundMetrics, RunMetrics, SiteSummary
+from aclecg_core.settings import DP_MODE_KEYS, DP_MODES
 
 PLOT_NAMES = ("probe.png", "site-loss.png", "round-time.png", "per-class-auroc.png", REGION_PLOT)
 
@@ -46,13 +47,6 @@ def _config_value(flat: dict[str, Any], name: str) -> Any:
     return next((v for k, v in flat.items() if k.rsplit(".", 1)[-1] == name), None)
 
 
-DP_SETTINGS = {  # the run-config keys that each dp mode uses (server/dp.py)
-    "fixed": ("dp-noise-multiplier", "dp-clipping-norm"),
-    "adaptive": ("dp-noise-multiplier", "dp-clipping-norm", "dp-target-quantile",
-                 "dp-clip-norm-lr", "dp-clipped-count-stddev"),
-}
-
-
 def dp_statement(flat: dict[str, Any] | None) -> str:
     """What the run config's ``dp`` mode (``run.dp`` in config.json, or a top-level ``dp``)
     says: ``off``, or ``fixed`` | ``adaptive`` central differential privacy with that mode's
@@ -65,10 +59,10 @@ def dp_statement(flat: dict[str, Any] | None) -> str:
     mode = flat[f"{prefix}dp"]
     if mode == "off":
         return "Differential privacy: off (dp = off)."
-    if mode not in DP_SETTINGS:
-        return (f"Differential privacy: unknown (dp = {fmt_value(mode)} is not one of off, "
-                f"{', '.join(DP_SETTINGS)}).")
-    settings = [f"{k} = {fmt_value(flat[prefix + k])}" for k in DP_SETTINGS[mode]
+    if mode not in DP_MODE_KEYS:
+        return (f"Differential privacy: unknown (dp = {fmt_value(mode)} is not one of "
+                f"{', '.join(DP_MODES)}).")
+    settings = [f"{k} = {fmt_value(flat[prefix + k])}" for k in DP_MODE_KEYS[mode]
                 if prefix + k in flat]
     listed = ", ".join(settings) or "default settings"
     return (f"Differential privacy: on (dp = {mode}; {listed})."

@@ -270,7 +270,7 @@ def load_metrics(run_dir: Path) -> RunMetrics:
     )
 
 
-def load_config(run_dir: Path) -> dict[str, Any] | None:
+def read_run_config(run_dir: Path) -> dict[str, Any] | None:
     """``run_dir/config.json`` as a dict, ``None`` if absent; :class:`ReportError` if malformed."""
     path = Path(run_dir) / "config.json"
     if not path.exists():

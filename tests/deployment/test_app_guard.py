@@ -30,7 +30,8 @@ from aclecg_cli import deploy as deploy_cli
 from aclecg_cli.main import main as aclecg
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort
-from deploy import app_guard, launch, pki
+from aclecg_runtime import environment, processes
+from deploy import app_guard, daemons, flwr_cli, pki
 from deploy.app_identity import MANIFEST, app_identity, parse_identity, project_app_identity
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -297,7 +298,7 @@ def test_guard_refuses_to_start_on_another_flower(monkeypatch: pytest.MonkeyPatc
 def _clientapp_processes(root_pid: int) -> set[str]:
     """Command lines of ClientApp processes under ``root_pid``."""
     found = set()
-    for pid in launch.descendants(root_pid):
+    for pid in processes.descendants(root_pid):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
@@ -325,46 +326,46 @@ def test_site_refuses_a_run_of_an_unapproved_app(tmp_path: Path) -> None:
     pki.make_ca(root / "pki")
     pki.make_server_certificate(root / "pki", root / "pki")
     key = pki.make_site_key(root / "site1", "site1")
-    env = launch.flower_env(root / "coordinator-home", RAY_TMPDIR=str(root / "ray"))
+    env = environment.flower_env(root / "coordinator-home", RAY_TMPDIR=str(root / "ray"))
     node_home = root / "site1-home"
-    port = launch.free_port()
-    address = launch.host_port(launch.LOOPBACK, port)
+    port = daemons.free_port()
+    address = daemons.host_port(daemons.LOOPBACK, port)
     cli = [sys.executable, "-m", "aclecg_cli", "deploy"]
     start = time.monotonic()
-    with launch.Daemon("superlink", [*cli, "superlink", "--pki-dir", str(root / "pki"),
-                                     "--database", str(root / "superlink.db"),
-                                     "--port", str(port)], env, root / "superlink.log") as link:
-        launch.wait_for_port(launch.LOOPBACK, port, 60, link)
-        launch.write_connection(root / "coordinator-home", "hospitals", address,
-                                root / "pki" / "ca.crt")
-        launch.register_node(key.public, "hospitals", "site1", env)
-        with launch.Daemon("site1", [
+    with daemons.Daemon("superlink", [*cli, "superlink", "--pki-dir", str(root / "pki"),
+                                      "--database", str(root / "superlink.db"),
+                                      "--port", str(port)], env, root / "superlink.log") as link:
+        daemons.wait_for_port(daemons.LOOPBACK, port, 60, link)
+        flwr_cli.write_connection(root / "coordinator-home", "hospitals", address,
+                                  root / "pki" / "ca.crt")
+        flwr_cli.register_node(key.public, "hospitals", "site1", env)
+        with daemons.Daemon("site1", [
                 *cli, "supernode", "--site", "site1", "--key", str(key.private),
                 "--data-dir", str(root), "--skip-check", "--superlink", address,
                 "--ca-cert", str(root / "pki" / "ca.crt"), "--allow-app", approved_id,
-                "--clientapp-port", str(launch.free_port())],
+                "--clientapp-port", str(daemons.free_port())],
                 {**env, "FLWR_HOME": str(node_home)}, root / "site1.log") as node:
             deadline = time.monotonic() + 90
             while not any(n["status"] == "online"
-                          for n in launch.list_nodes("hospitals", env)):
+                          for n in flwr_cli.list_nodes("hospitals", env)):
                 assert node.poll() is None, node.log_text()[-2000:]
                 assert time.monotonic() < deadline, "site1 not online"
                 time.sleep(1)
-            run_id = launch.submit_run(PROJECT, "hospitals", env, {
+            run_id = flwr_cli.submit_run(PROJECT, "hospitals", env, {
                 "run-dir": str(root / "run"), "config-file": str(config_file),
                 "num-server-rounds": 1, "encoder": "tiny", "min-sites": 1,
                 "round-timeout": 60.0})
             clientapps: set[str] = set()
             deadline = time.monotonic() + 180
-            while not launch.run_status(run_id, "hospitals", env).startswith("finished"):
+            while not flwr_cli.run_status(run_id, "hospitals", env).startswith("finished"):
                 clientapps |= _clientapp_processes(node.pid)
-                assert time.monotonic() < deadline, launch.run_log(run_id, "hospitals", env)
+                assert time.monotonic() < deadline, flwr_cli.run_log(run_id, "hospitals", env)
                 time.sleep(0.5)
-            status = launch.run_status(run_id, "hospitals", env)
-            run_log = launch.run_log(run_id, "hospitals", env)
+            status = flwr_cli.run_status(run_id, "hospitals", env)
+            run_log = flwr_cli.run_log(run_id, "hospitals", env)
             site_log = node.log_text()
     print(f"\nrefused run: {time.monotonic() - start:.1f} s end to end")
-    assert status != launch.FINISHED_OK
+    assert status != flwr_cli.FINISHED_OK
     assert f"site1: refused app {submitted_id}" in run_log, run_log[-3000:]
     assert f"refused app {submitted_id}" in site_log and approved_id in site_log
     assert clientapps == set()

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy import launch
+from aclecg_runtime import environment
+from deploy import daemons
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_a_superlink_logging_to_a_file_writes_no_colour_codes(tmp_path: Path) -> None:
-    port = launch.free_port()
-    cmd = [*launch.flower_daemon("flower-superlink"), "--insecure", "--host", launch.LOOPBACK,
+    port = daemons.free_port()
+    cmd = [*daemons.flower_daemon("flower-superlink"), "--insecure", "--host", daemons.LOOPBACK,
            "--port", str(port), "--database", str(tmp_path / "state.db")]
-    env = launch.flower_env(tmp_path / "flwr-home", PYTHONPATH=str(PROJECT))
+    env = environment.flower_env(tmp_path / "flwr-home", PYTHONPATH=str(PROJECT))
     log = tmp_path / "superlink.log"
-    with launch.Daemon("superlink", cmd, env, log, cwd=tmp_path) as daemon:
-        launch.wait_for_port(launch.LOOPBACK, port, 60, daemon)
+    with daemons.Daemon("superlink", cmd, env, log, cwd=tmp_path) as daemon:
+        daemons.wait_for_port(daemons.LOOPBACK, port, 60, daemon)
     text = log.read_text()
     assert "INFO :      Starting Flower SuperLink" in text
     assert "\x1b[" not in text, text[:500]

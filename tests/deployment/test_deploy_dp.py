@@ -11,6 +11,8 @@ from flwr.serverapp.strategy import (
     FedAvg,
 )
 
+from aclecg_core.fed.config import RunSettings
+from aclecg_core.settings import from_mapping
 from server.dp import DpSettings, wrap_with_dp
 
 
@@ -23,18 +25,20 @@ def _reply(values: np.ndarray, node: int) -> Message:
     return Message(content=content, metadata=meta)  # type: ignore[call-overload]
 
 
-def test_settings_from_run_config() -> None:
-    assert not DpSettings.from_run_config({}).enabled
-    assert DpSettings.from_run_config({}).to_config() == {"dp": "off"}
-    s = DpSettings.from_run_config({"dp": "adaptive", "dp-noise-multiplier": 0.5,
-                                    "dp-clipping-norm": 2})
+def test_settings_from_run_section() -> None:
+    assert not DpSettings.from_run(RunSettings()).enabled
+    assert DpSettings.from_run(RunSettings()).to_config() == {"dp": "off"}
+    run = from_mapping(RunSettings, {"dp": "adaptive", "dp-noise-multiplier": 0.5,
+                                     "dp-clipping-norm": 2}, "run config")
+    s = DpSettings.from_run(run)
     assert (s.mode, s.noise_multiplier, s.clipping_norm) == ("adaptive", 0.5, 2.0)
     assert s.to_config()["dp-target-quantile"] == 0.5
-    for bad, match in (({"dp": "on"}, "dp='on'"), ({"dp": "fixed", "dp-clipping-norm": 0}, "> 0"),
+    for bad, match in (({"dp": "on"}, "'dp' must be one of .*, got 'on'"),
+                       ({"dp": "fixed", "dp-clipping-norm": 0}, "> 0"),
                        ({"dp": "fixed", "dp-noise-multiplier": -1}, ">= 0"),
-                       ({"dp": "fixed", "dp-noise-multiplier": "x"}, "a number")):
+                       ({"dp": "fixed", "dp-noise-multiplier": "x"}, "of type float")):
         with pytest.raises(ValueError, match=match):
-            DpSettings.from_run_config(bad)
+            from_mapping(RunSettings, bad, "run config")
 
 
 def test_wrap_picks_flower_wrapper() -> None:

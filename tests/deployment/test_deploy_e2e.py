@@ -24,7 +24,8 @@ import pytest
 
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort
-from deploy import launch, pki
+from aclecg_runtime import environment
+from deploy import daemons, flwr_cli, pki
 
 pytestmark = pytest.mark.slow
 
@@ -42,42 +43,42 @@ class Federation:
     keys: dict[str, pki.SiteKeyFiles]
     data: dict[str, Path]
     config_file: Path
-    superlink: launch.Daemon
-    nodes: dict[str, launch.Daemon] = field(default_factory=dict)
+    superlink: daemons.Daemon
+    nodes: dict[str, daemons.Daemon] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
-        return launch.host_port(launch.LOOPBACK, self.port)
+        return daemons.host_port(daemons.LOOPBACK, self.port)
 
     @property
-    def tls(self) -> launch.TlsFiles:
-        return launch.TlsFiles.in_dir(self.root / "pki")
+    def tls(self) -> daemons.TlsFiles:
+        return daemons.TlsFiles.in_dir(self.root / "pki")
 
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "aclecg_cli", "deploy", *args]
 
     def start_superlink(self, tag: str) -> None:
-        self.superlink = launch.Daemon(
+        self.superlink = daemons.Daemon(
             "superlink",
             self.cli("superlink", "--pki-dir", str(self.root / "pki"), "--database",
                      str(self.root / "state" / "superlink.db"), "--port", str(self.port)),
             self.env, self.root / "logs" / f"superlink-{tag}.log")
-        launch.wait_for_port(launch.LOOPBACK, self.port, 60, self.superlink)
+        daemons.wait_for_port(daemons.LOOPBACK, self.port, 60, self.superlink)
 
-    def start_node(self, site: str, key: Path | None = None, tag: str = "") -> launch.Daemon:
-        node = launch.Daemon(
+    def start_node(self, site: str, key: Path | None = None, tag: str = "") -> daemons.Daemon:
+        node = daemons.Daemon(
             site,
             self.cli("supernode", "--site", site, "--key", str(key or self.keys[site].private),
                      "--data-dir", str(self.data.get(site, self.data["site1"])),
                      "--layout", "wfdb", "--superlink", self.address,
                      "--ca-cert", str(self.tls.ca_cert),
-                     "--clientapp-port", str(launch.free_port())),
+                     "--clientapp-port", str(daemons.free_port())),
             self.env, self.root / "logs" / f"{site}{tag}.log")
         return node
 
     def online(self) -> set[str]:
-        return {str(n["node-id"]) for n in launch.list_nodes(CONNECTION, self.env)
+        return {str(n["node-id"]) for n in flwr_cli.list_nodes(CONNECTION, self.env)
                 if n["status"] == "online"}
 
     def wait_online(self, count: int, timeout: float = 90) -> None:
@@ -92,7 +93,7 @@ class Federation:
         config = {"run-dir": str(run_dir), "config-file": str(self.config_file),
                   "num-server-rounds": 2, "encoder": "tiny", "batch-size": 8, "min-sites": 2,
                   "round-timeout": 120.0, **overrides}
-        return launch.submit_run(PROJECT, CONNECTION, self.env, config)
+        return flwr_cli.submit_run(PROJECT, CONNECTION, self.env, config)
 
 
 def _write_yaml(path: Path, cache: Path) -> None:
@@ -114,15 +115,15 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     pki.make_ca(root / "pki")
     pki.make_server_certificate(root / "pki", root / "pki")
     keys = {site: pki.make_site_key(root / "hospitals" / site, site) for site in (*SITES, "rogue")}
-    env = launch.flower_env(root / "flwr-home", RAY_TMPDIR=str(root / "ray"))
-    fed = Federation(root=root, port=launch.free_port(), env=env, keys=keys,
+    env = environment.flower_env(root / "flwr-home", RAY_TMPDIR=str(root / "ray"))
+    fed = Federation(root=root, port=daemons.free_port(), env=env, keys=keys,
                      data={site: cohort / site for site in SITES}, config_file=config_file,
                      superlink=None)  # type: ignore[arg-type]
     try:
         fed.start_superlink("first")
-        launch.write_connection(root / "flwr-home", CONNECTION, fed.address, fed.tls.ca_cert)
+        flwr_cli.write_connection(root / "flwr-home", CONNECTION, fed.address, fed.tls.ca_cert)
         for site in SITES:
-            launch.register_node(keys[site].public, CONNECTION, site, env)
+            flwr_cli.register_node(keys[site].public, CONNECTION, site, env)
         start = time.monotonic()
         for site in SITES:
             fed.nodes[site] = fed.start_node(site)
@@ -137,24 +138,24 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
 
 
 def test_plain_connection_to_tls_port_is_refused(federation: Federation) -> None:
-    plain = http.client.HTTPConnection(launch.LOOPBACK, federation.port, timeout=10)
+    plain = http.client.HTTPConnection(daemons.LOOPBACK, federation.port, timeout=10)
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         plain.request("POST", "/v1/control/list-runs", body=b"{}")
         plain.getresponse()
     plain.close()
     # The same port over TLS, verified against the federation's CA, answers.
     context = ssl.create_default_context(cafile=str(federation.tls.ca_cert))
-    with socket.create_connection((launch.LOOPBACK, federation.port), timeout=10) as sock, \
+    with socket.create_connection((daemons.LOOPBACK, federation.port), timeout=10) as sock, \
             context.wrap_socket(sock, server_hostname="localhost") as tls:
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
     # A CLI connection that is not TLS fails too.
-    launch.write_connection(federation.root / "plain-home", "plain", federation.address,
-                            federation.tls.ca_cert)
+    flwr_cli.write_connection(federation.root / "plain-home", "plain", federation.address,
+                              federation.tls.ca_cert)
     config = federation.root / "plain-home" / "config.toml"
     config.write_text(config.read_text().replace('root-certificates = ', 'insecure = true\n# '))
     plain_env = {**federation.env, "FLWR_HOME": str(federation.root / "plain-home")}
-    proc = launch.flwr(["list", "plain", "--format", "json"], plain_env, timeout=60)
-    answer = json.loads(launch.strip_ansi(proc.stdout))
+    proc = flwr_cli.flwr(["list", "plain", "--format", "json"], plain_env, timeout=60)
+    answer = json.loads(flwr_cli.strip_ansi(proc.stdout))
     assert answer["success"] is False and "unavailable" in answer["error-message"]
 
 
@@ -168,7 +169,7 @@ def test_unregistered_node_is_refused(federation: Federation) -> None:
     assert code != 0
     assert "Exit Code: 305" in log and "Failed to activate SuperNode" in log
     assert "No SuperNode found with the given public key" in federation.superlink.log_text()
-    assert len(launch.list_nodes(CONNECTION, federation.env)) == 2  # the rogue was not added
+    assert len(flwr_cli.list_nodes(CONNECTION, federation.env)) == 2  # the rogue was not added
 
 
 def _rounds(run_dir: Path) -> list[dict[str, Any]]:
@@ -179,9 +180,9 @@ def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
     run_dir = federation.root / "runs" / "two-sites"
     start = time.monotonic()
     run_id = federation.submit(run_dir, **{"num-server-rounds": 1})
-    status = launch.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
+    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
     federation.timings["run-seconds"] = time.monotonic() - start
-    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, federation.env)
+    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, federation.env)
     for name in ("round-0000", "round-0001", "final"):
         assert (run_dir / "checkpoints" / f"{name}.safetensors").is_file()
     assert (run_dir / "report.md").is_file()
@@ -201,8 +202,8 @@ def test_restarted_superlink_serves_and_survives_a_killed_site(federation: Feder
     # Restart the SuperLink from its database: registered nodes persist, SuperNodes reconnect.
     federation.superlink.stop()
     federation.start_superlink("restarted")
-    registered = {str(n["owner-name"]) for n in launch.list_nodes(CONNECTION, federation.env)}
-    assert len(launch.list_nodes(CONNECTION, federation.env)) == 2, registered
+    registered = {str(n["owner-name"]) for n in flwr_cli.list_nodes(CONNECTION, federation.env)}
+    assert len(flwr_cli.list_nodes(CONNECTION, federation.env)) == 2, registered
     federation.wait_online(2)
     # A new run; site2 is killed (with everything it started) once round 1 is checkpointed.
     run_dir = federation.root / "runs" / "killed-site"
@@ -212,11 +213,11 @@ def test_restarted_superlink_serves_and_survives_a_killed_site(federation: Feder
     checkpoint = run_dir / "checkpoints" / "round-0001.safetensors"
     deadline = time.monotonic() + RUN_TIMEOUT
     while not checkpoint.is_file():
-        assert time.monotonic() < deadline, launch.run_log(run_id, CONNECTION, federation.env)
+        assert time.monotonic() < deadline, flwr_cli.run_log(run_id, CONNECTION, federation.env)
         time.sleep(0.5)
     federation.nodes["site2"].stop(grace=0)
-    status = launch.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
-    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, federation.env)
+    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
+    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, federation.env)
     assert checkpoint.is_file()
     rounds = _rounds(run_dir)
     assert [r["round"] for r in rounds] == [0, 1, 2]

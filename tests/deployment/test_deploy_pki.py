@@ -14,9 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aclecg_cli import deploy as deploy_cli
-from deploy import launch, pki
-
-PROJECT = Path(__file__).resolve().parents[2]
+from deploy import daemons, flwr_cli, pki
 
 
 def cli(argv: list[str]) -> int:
@@ -128,31 +126,22 @@ def test_cli_writes_keys_and_prints_no_secret(tmp_path: Path,
     assert "refusing to overwrite" in out.err
 
 
-def test_flower_env_matches_scripts_env_sh(tmp_path: Path) -> None:
-    env_sh = (PROJECT / "scripts" / "env.sh").read_text()
-    exported = dict(re.findall(r"^export (\w+)=(\S+)$", env_sh, re.MULTILINE))
-    assert exported == launch.FLOWER_ENV
-    env = launch.flower_env(tmp_path, base={"PATH": "/usr/bin"})
-    assert env["FLWR_HOME"] == str(tmp_path)
-    assert env["PATH"].split(":")[0] == str(Path(launch.executable("flwr")).parent)
-
-
 def test_node_config_and_commands(tmp_path: Path) -> None:
-    text = launch.format_node_config({"data-dir": "/data/a b", "layout": "ptbxl", "n": 3,
-                                      "x": True})
+    text = flwr_cli.format_node_config({"data-dir": "/data/a b", "layout": "ptbxl", "n": 3,
+                                        "x": True})
     assert text == "data-dir='/data/a b' layout='ptbxl' n=3 x=true"
-    assert launch.format_node_config({"p": "it's"}) == "p=\"it's\""
+    assert flwr_cli.format_node_config({"p": "it's"}) == "p=\"it's\""
     with pytest.raises(ValueError):
-        launch.format_node_config({"p": "it's \"odd\""})
-    tls = launch.TlsFiles.in_dir(tmp_path)
-    cmd = launch.superlink_command(tls, tmp_path / "db.sqlite", 9093)
-    assert cmd[:4] == launch.flower_daemon("flower-superlink")  # plain logs off a terminal
+        flwr_cli.format_node_config({"p": "it's \"odd\""})
+    tls = daemons.TlsFiles.in_dir(tmp_path)
+    cmd = daemons.superlink_command(tls, tmp_path / "db.sqlite", 9093)
+    assert cmd[:4] == daemons.flower_daemon("flower-superlink")  # plain logs off a terminal
     for flag in ("--enable-supernode-auth", "--disable-runtime-dependency-installation",
                  "--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certfile", "--database"):
         assert flag in cmd
     assert "--insecure" not in cmd
-    node = launch.supernode_command("127.0.0.1:9093", tls.ca_cert, tmp_path / "k", {"a": "b"},
-                                    9100)
+    node = daemons.supernode_command("127.0.0.1:9093", tls.ca_cert, tmp_path / "k", {"a": "b"},
+                                     9100)
     assert node[node.index("--root-certificates") + 1] == str(tls.ca_cert)
     assert node[node.index("--auth-supernode-private-key") + 1] == str(tmp_path / "k")
     assert "--insecure" not in node
@@ -163,8 +152,8 @@ def test_write_connection_keeps_other_entries(tmp_path: Path) -> None:
 
     ca = tmp_path / "ca.crt"
     ca.write_text("x")
-    launch.write_connection(tmp_path, "a", "127.0.0.1:1", ca)
-    launch.write_connection(tmp_path, "b", "[::1]:2", ca, make_default=False)
+    flwr_cli.write_connection(tmp_path, "a", "127.0.0.1:1", ca)
+    flwr_cli.write_connection(tmp_path, "b", "[::1]:2", ca, make_default=False)
     config = tomllib.loads((tmp_path / "config.toml").read_text())
     assert config["superlink"]["default"] == "a"
     assert config["superlink"]["b"] == {"address": "[::1]:2", "root-certificates": str(ca)}

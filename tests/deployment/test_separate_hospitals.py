@@ -36,7 +36,8 @@ import pytest
 
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort
-from deploy import launch, pki
+from aclecg_runtime import environment
+from deploy import daemons, flwr_cli, pki
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +102,7 @@ class Hospital:
     python: Path
     identity: str = ""
     found_before: list[str] = field(default_factory=list)  # a reused uid's leftovers
-    node: launch.Daemon | None = None
+    node: daemons.Daemon | None = None
 
     @property
     def uid(self) -> int:
@@ -124,11 +125,11 @@ class Federation:
     port: int
     env: dict[str, str]
     hospitals: dict[str, Hospital] = field(default_factory=dict)
-    superlink: launch.Daemon | None = None
+    superlink: daemons.Daemon | None = None
 
     @property
     def address(self) -> str:
-        return launch.host_port(launch.LOOPBACK, self.port)
+        return daemons.host_port(daemons.LOOPBACK, self.port)
 
     def start_node(self, hospital: Hospital, tag: str = "") -> None:
         h = hospital.home
@@ -136,15 +137,15 @@ class Federation:
                "--site", hospital.name,
                "--key", str(h / "keys" / hospital.name), "--data-dir", str(h / "ecg"),
                "--layout", "wfdb", "--superlink", self.address, "--ca-cert", str(h / "ca.crt"),
-               "--clientapp-port", str(launch.free_port()), "--allow-app", hospital.identity]
-        hospital.node = launch.Daemon(hospital.name, cmd, hospital.env,
-                                      self.root / "logs" / f"{hospital.name}{tag}.log",
-                                      cwd=h / "project", user=hospital.user)
+               "--clientapp-port", str(daemons.free_port()), "--allow-app", hospital.identity]
+        hospital.node = daemons.Daemon(hospital.name, cmd, hospital.env,
+                                       self.root / "logs" / f"{hospital.name}{tag}.log",
+                                       cwd=h / "project", user=hospital.user)
 
     def wait_online(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while sum(n["status"] == "online"
-                  for n in launch.list_nodes(CONNECTION, self.env)) < count:
+                  for n in flwr_cli.list_nodes(CONNECTION, self.env)) < count:
             for hospital in self.hospitals.values():
                 node = hospital.node
                 assert node is None or node.poll() is None, \
@@ -169,7 +170,7 @@ class Federation:
         return int(proc.stdout.strip())
 
     def finish(self, run_id: int) -> str:
-        return launch.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT)
+        return flwr_cli.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT)
 
 
 def _add_hospital(fed: Federation, name: str, ecg: Path, ca_cert: Path,
@@ -185,7 +186,7 @@ def _add_hospital(fed: Federation, name: str, ecg: Path, ca_cert: Path,
     subprocess.run(["chown", "-R", f"{user}:{user}", str(home)], check=True)
     base = {"PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
             "USER": user, "LOGNAME": user, "LANG": "C.UTF-8"}
-    env = {**base, **launch.FLOWER_ENV, "FLWR_HOME": str(home / ".flwr")}
+    env = {**base, **environment.FLOWER_ENV, "FLWR_HOME": str(home / ".flwr")}
     hospital = Hospital(name, user, home, env, python)
     hospital.found_before = _owned_outside(hospital.uid, home, SCANNED)
     fed.hospitals[name] = hospital
@@ -213,9 +214,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     _copy_project(root / "project")
     pki.make_ca(root / "pki")
     pki.make_server_certificate(root / "pki", root / "pki")
-    tls = launch.TlsFiles.in_dir(root / "pki")
-    fed = Federation(root=root, shared=shared, port=launch.free_port(),
-                     env=launch.flower_env(root / "flwr-home"))
+    tls = daemons.TlsFiles.in_dir(root / "pki")
+    fed = Federation(root=root, shared=shared, port=daemons.free_port(),
+                     env=environment.flower_env(root / "flwr-home"))
     try:
         python = _hospital_python(shared)
         if isinstance(python, str):
@@ -231,13 +232,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
             hospital.run("deploy", "make-site-key", name, "--out-dir", str(hospital.home / "keys"))
             hospital.identity = hospital.run("deploy", "app-hash",
                                              str(hospital.home / "project")).strip()
-        fed.superlink = launch.Daemon(
+        fed.superlink = daemons.Daemon(
             "superlink", [sys.executable, "-m", "aclecg_cli", "deploy", "superlink",
                           "--pki-dir", str(root / "pki"), "--database",
                           str(root / "state" / "superlink.db"), "--port", str(fed.port)],
             fed.env, root / "logs" / "superlink.log")
-        launch.wait_for_port(launch.LOOPBACK, fed.port, 60, fed.superlink)
-        launch.write_connection(root / "flwr-home", CONNECTION, fed.address, tls.ca_cert)
+        daemons.wait_for_port(daemons.LOOPBACK, fed.port, 60, fed.superlink)
+        flwr_cli.write_connection(root / "flwr-home", CONNECTION, fed.address, tls.ca_cert)
         for name, hospital in fed.hospitals.items():
             public = root / "received" / f"{name}.pub"  # the key file the hospital sent
             public.parent.mkdir(exist_ok=True)
@@ -290,7 +291,7 @@ def test_two_hospitals_train_every_round_and_write_only_their_own_folders(
     run_dir = fed.root / "runs" / "plain"
     run_id = fed.submit(fed.root / "project", run_dir)
     status = fed.finish(run_id)
-    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, fed.env)
+    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
     rounds = _rounds(run_dir)
     assert [r["round"] for r in rounds] == [0, 1, 2]
     for r in rounds[1:]:
@@ -312,7 +313,7 @@ def test_secure_aggregation_over_the_tls_deployment(federation: Federation) -> N
     run_id = fed.submit(fed.root / "project", run_dir,
                         **{"num-server-rounds": 1, "secure-aggregation": True})
     status = fed.finish(run_id)
-    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, fed.env)
+    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
     (round1,) = [r for r in _rounds(run_dir) if r["round"] == 1]
     assert sorted(c["site"] for c in round1["clients"]) == list(SITES)
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
@@ -331,7 +332,7 @@ def test_a_modified_app_is_refused_at_both_sites_and_never_runs(
         f.write(f"Path('{mark}', f'ran-as-{{os.getuid()}}').touch()\nimport os\n")
     run_id = fed.submit(modified, fed.root / "runs" / "modified", **{"num-server-rounds": 1})
     status = fed.finish(run_id)
-    assert status.startswith("finished:") and status != launch.FINISHED_OK
+    assert status.startswith("finished:") and status != flwr_cli.FINISHED_OK
     follow = fed.aclecg("deploy", "follow", str(run_id), "--connection", CONNECTION)
     assert follow.returncode == 1
     assert "Traceback" not in follow.stdout + follow.stderr
@@ -358,18 +359,18 @@ def test_a_killed_site_restarts_and_rejoins_a_later_round(federation: Federation
     checkpoint = run_dir / "checkpoints" / "round-0001.safetensors"
     deadline = time.monotonic() + RUN_TIMEOUT
     while not checkpoint.is_file():
-        assert time.monotonic() < deadline, launch.run_log(run_id, CONNECTION, fed.env)
+        assert time.monotonic() < deadline, flwr_cli.run_log(run_id, CONNECTION, fed.env)
         time.sleep(0.5)
     site2 = fed.hospitals["site2"]
     assert site2.node is not None
     site2.node.stop(grace=0)
     # A restart is refused while the SuperLink still holds the node online.
-    while sum(n["status"] == "online" for n in launch.list_nodes(CONNECTION, fed.env)) > 1:
+    while sum(n["status"] == "online" for n in flwr_cli.list_nodes(CONNECTION, fed.env)) > 1:
         assert time.monotonic() < deadline, "site2 stays online after it was killed"
         time.sleep(1)
     fed.start_node(site2, tag="-restarted")
     status = fed.finish(run_id)
-    assert status == launch.FINISHED_OK, launch.run_log(run_id, CONNECTION, fed.env)
+    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
     rounds = _rounds(run_dir)
     assert sorted(c["site"] for c in rounds[1]["clients"]) == list(SITES)
     assert [c["site"] for c in rounds[2]["clients"]] == ["site1"]  # site2 was down

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aclecg_core.data.cohort import Cohort, RecordInfo
-from aclecg_core.evaluation.probe import patient_split
+from aclecg_core.evaluation.splits import patient_split
 
 
 @pytest.fixture

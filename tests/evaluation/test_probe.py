@@ -14,10 +14,7 @@ from aclecg_core.evaluation.probe import (
     extract_features,
     fit_probe,
     linear_probe,
-    patient_split,
     probe_cohorts,
-    ptbxl_split,
-    site_split,
 )
 from aclecg_core.method.model import EncoderConfig, build_model
 
@@ -114,17 +111,3 @@ def test_extract_features_and_probe_cohorts(tiny_cohort: tuple[Cohort, Cohort, C
     assert feats.shape == (40, model.embed_dim) and feats.dtype == np.float32
     result = probe_cohorts(model, train, val, cohort, ["A", "B"], n_bootstrap=20)
     assert result.n_train == 10 and result.n_val == 10 and result.n_test == 20
-
-
-def test_splits(small_cohort: Cohort) -> None:
-    cohort = small_cohort
-    train, val, test = ptbxl_split(cohort)
-    assert {r.fold for r in val.records} == {9} and {r.fold for r in test.records} == {10}
-    assert len(train.records) == 16
-    rest, held = site_split(cohort, "s1")
-    assert {r.site for r in held.records} == {"s1"} and {r.site for r in rest.records} == {"s0"}
-    with pytest.raises(ValueError, match="site 'x'"):
-        site_split(cohort, "x")
-    a, b = patient_split(cohort, 0.3, seed=1)
-    assert not {r.patient_id for r in a.records} & {r.patient_id for r in b.records}
-    assert len(a.records) + len(b.records) == 20

@@ -11,8 +11,8 @@ from aclecg_core.data.cohort import Cohort, RecordInfo
 from aclecg_core.data.leads import LEAD_INDEX
 from aclecg_core.data.loading import load_cohort
 from aclecg_core.data.synth import write_synthetic_cohort
-from aclecg_core.evaluation.probe import patient_split
 from aclecg_core.evaluation.regions import region_features, region_probe
+from aclecg_core.evaluation.splits import patient_split
 from aclecg_core.method.model import EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,9 @@ from aclecg_core.fed.config import (
     parse_overrides,
     read_pyproject_defaults,
 )
+from aclecg_core.fed.training import train_instructions
+from aclecg_core.method.pretrain import PretrainConfig
+from aclecg_core.settings import from_attributes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,3 +146,32 @@ def test_overrides_parse_as_toml_scalars() -> None:
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_config({"config-file": f"configs/{name}"}, ROOT)
     assert cfg.cohort.sites >= cfg.run.min_sites
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda d: d["run"].update(lr=0), "config.json [run]: key 'lr' must be > 0"),
+    (lambda d: d["run"].update(method="clocs", views="acl"), "'views' must be 'auto' with method"),
+    (lambda d: d["cohort"].update(sites=1), "key 'min-sites' (2) exceeds the 1 sites of "
+                                            "config.json [cohort]"),
+    (lambda d: d["cohort"].update(source="folder"), "config.json [cohort]: key 'path' is required"),
+    (lambda d: d["preprocessing"].update(target_fs=-1), "config.json [preprocessing]: "
+                                                        "preprocessing target_fs"),
+    (lambda d: d.pop("probe"), "config.json: expected the keys"),
+])
+def test_from_json_validates_as_load_config_does(change: Callable[[dict[str, Any]], object],
+                                                 expected: str) -> None:
+    data = load_config({}, ROOT).to_dict()
+    change(data)
+    with pytest.raises(ConfigError) as info:
+        FederationConfig.from_json(json.dumps(data))
+    assert expected in str(info.value)
+
+
+def test_train_site_settings_follow_the_run_config() -> None:
+    cfg = load_config({"lr": 0.01, "batch-size": 8, "views": "simclr", "strategy": "fedprox"},
+                      ROOT)
+    ins = train_instructions(cfg, round_offset=2, server_round=1)
+    assert (ins.lr, ins.batch_size, ins.views, ins.proximal_mu) == (0.01, 8, "simclr", 0.01)
+    pcfg = from_attributes(PretrainConfig, ins, epochs=ins.local_epochs)
+    assert (pcfg.lr, pcfg.batch_size, pcfg.views, pcfg.proximal_mu, pcfg.epochs) == (
+        0.01, 8, "simclr", 0.01, cfg.run.local_epochs)

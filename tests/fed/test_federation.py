@@ -38,19 +38,16 @@ from aclecg_core.fed import protocol, training
 from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config, read_pyproject_defaults
 from aclecg_core.fed.disclosure import TRAINING_METRICS, suppress_small
+from aclecg_core.fed.probe import ServerProbe
 from aclecg_core.fed.rounds import FederationError
 from aclecg_core.fed.rundir import RunFolder
 from aclecg_core.fed.sites import ensure_synthetic_cohort, simulated_site
 from aclecg_core.fed.training import initial_model, train_instructions
 from aclecg_core.method.pretrain import DivergenceError, PretrainResult
 from client.app import train as client_train
-from server.app import (
-    RecordingStrategy,
-    RoundRecorder,
-    build_strategy,
-    client_entry,
-    failure_entry,
-)
+from server.recorder import RoundRecorder
+from server.replies import client_entry, failure_entry
+from server.strategy import RecordingStrategy, build_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,7 +220,7 @@ def recorded(tmp_path: Path) -> tuple[RoundRecorder, Strategy, dict[str, np.ndar
                        "seed": 3}, ROOT)
     template = to_numpy(initial_model(cfg).state_dict())
     folder = RunFolder.create(tmp_path / "run", cfg)
-    recorder = RoundRecorder(cfg, folder, template, 0)
+    recorder = RoundRecorder(cfg, folder, template, 0, ServerProbe(cfg))
     glob = select_keys(template, cfg.run.aggregate)
     strategy = build_strategy(cfg, glob, recorder.on_replies)
     arrays = ArrayRecord({k: Array(v) for k, v in glob.items()})

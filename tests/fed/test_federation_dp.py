@@ -16,7 +16,7 @@ from flwr.serverapp.strategy import (
 )
 
 from aclecg_core.fed.config import ConfigError, FederationConfig, load_config
-from server.app import RecordingStrategy, RepliesHook, build_strategy
+from server.strategy import RecordingStrategy, RepliesHook, build_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 

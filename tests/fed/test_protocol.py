@@ -20,7 +20,7 @@ from aclecg_core.fed.site import SiteConfigError, SiteSettings
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.fed.training import initial_model, train_instructions
 from client.app import train as client_train
-from server.app import failure_entry
+from server.replies import failure_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 

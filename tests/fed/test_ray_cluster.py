@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from simulation.reaper import processes_with, terminate
+from aclecg_runtime.processes import processes_with_env, terminate
 from simulation.run import simulate
 
 pytestmark = [pytest.mark.slow,
@@ -39,7 +39,7 @@ def _free_port() -> int:
 def _actors(mark: str) -> set[int]:
     """Flower client actors among the processes carrying ``MARK=mark``."""
     found = set()
-    for pid in processes_with(MARK, mark):
+    for pid in processes_with_env(MARK, mark):
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ClientAppActor"):
                 found.add(pid)
@@ -68,7 +68,7 @@ def cluster() -> Iterator[tuple[str, dict[str, str]]]:
         yield address, marks
     finally:
         for mark in marks.values():
-            terminate(processes_with(MARK, mark))
+            terminate(processes_with_env(MARK, mark))
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -99,4 +99,4 @@ def test_simulation_runs_on_an_existing_two_node_cluster(
     assert metrics["run"]["status"] == "finished"
     assert [c["site"] for c in metrics["rounds"][1]["clients"]] == ["site1", "site2"]
     assert seen["head"] and seen["worker"], seen  # clients ran on both nodes
-    assert processes_with(MARK, marks["worker"])  # the cluster outlives the run
+    assert processes_with_env(MARK, marks["worker"])  # the cluster outlives the run

@@ -1,11 +1,8 @@
-"""Round checks, the federation's size, console filters and the process reaper (no Flower run)."""
+"""Round checks, the federation's size and console filters (no Flower run)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,6 @@ from aclecg_core.fed.rounds import (
     fit_to_federation,
     settled_node_count,
 )
-from simulation.reaper import processes_with, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,20 +86,6 @@ def test_console_keeps_project_lines_and_problems() -> None:
     assert lines.filter(_record("site failed", logging.WARNING))
     assert not noise.filter(_record("fraction_evaluate is set to 0.0.", logging.WARNING))
     assert noise.filter(_record("something else", logging.WARNING))
-
-
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-def test_reaper_finds_and_ends_marked_processes() -> None:
-    mark = os.urandom(6).hex()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                             env={**os.environ, "ACLECG_TEST_MARK": mark})
-    try:
-        assert processes_with("ACLECG_TEST_MARK", mark) == [child.pid]
-        start = time.monotonic()
-        terminate([child.pid], grace_s=5.0)
-        assert child.wait(5) != 0 and time.monotonic() - start < 5
-    finally:
-        child.kill()
 
 
 def test_progress_grid_collects_every_reply_and_respects_the_timeout() -> None:

@@ -25,8 +25,9 @@ from aclecg_core.fed.audit import verify_run
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.method.checkpoint import REQUIRED_KEYS, load_checkpoint, load_encoder
+from aclecg_runtime.processes import processes_with_env
 from server.secagg import quantization_range
-from simulation.reaper import Reaper, processes_with
+from simulation.reaper import Reaper
 from simulation.run import PROJECT_DIR, simulate
 
 MARK = "ACLECG_TEST_MARK"
@@ -47,7 +48,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _survivors(mark: str, wait_s: float) -> list[int]:
     """Processes still carrying ``MARK=mark`` (besides this one) after up to ``wait_s``."""
     end = time.monotonic() + wait_s
-    while (left := processes_with(MARK, mark, exclude={os.getpid()})) and time.monotonic() < end:
+    while ((left := processes_with_env(MARK, mark, exclude={os.getpid()}))
+           and time.monotonic() < end):
         time.sleep(0.5)
     return left
 
@@ -290,14 +292,14 @@ def test_killing_the_driver_leaves_no_process_behind(base: dict[str, Any],
                 break
             time.sleep(0.5)
         assert driver.poll() is None, "the simulation ended before it could be killed"
-        assert len(processes_with(MARK, mark)) > 3  # driver, reaper, Ray's processes
+        assert len(processes_with_env(MARK, mark)) > 3  # driver, reaper, Ray's processes
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         # Without the reaper Ray's agents outlive a killed driver by 20-30 s (measured).
         assert _survivors(mark, 10) == []
     finally:
         driver.kill()
-        for pid in processes_with(MARK, mark):
+        for pid in processes_with_env(MARK, mark):
             os.kill(pid, signal.SIGKILL)
 
 

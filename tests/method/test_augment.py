@@ -131,3 +131,12 @@ def test_make_views_gives_two_different_views() -> None:
         assert v1.shape == v2.shape == x.shape and not torch.equal(v1, v2)
     with pytest.raises(ValueError, match="method"):
         A.make_views(x, rpeaks, FS, _gen(3), "byol")
+
+
+def test_adjacent_segments_are_the_two_halves_and_draw_nothing() -> None:
+    x, rpeaks = _batch()
+    gen = _gen(3)
+    state = gen.get_state()
+    first, second = A.AdjacentSegments()(x[..., :499], rpeaks, FS, gen)
+    assert torch.equal(first, x[..., :249]) and torch.equal(second, x[..., 249:498])
+    assert torch.equal(gen.get_state(), state)

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from aclecg_core.data.cohort import Cohort, RecordInfo
+from aclecg_core.method.augment import AdjacentSegments, ViewPipeline
+from aclecg_core.method.methods import views_for
 from aclecg_core.method.model import EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pick_device, pretrain
 
@@ -115,10 +117,12 @@ def test_clocs_learns_and_groups_windows_by_patient() -> None:
 
 
 def test_views_and_terms_switch_the_ablation() -> None:
-    assert PretrainConfig().view_pipeline().method == "acl"
-    assert PretrainConfig(method="simclr").view_pipeline().method == "simclr"
-    assert PretrainConfig(views="simclr").view_pipeline().method == "simclr"
-    assert PretrainConfig(method="simclr", views="acl").view_pipeline().method == "acl"
+    acl, simclr = ViewPipeline("acl"), ViewPipeline("simclr")
+    assert views_for(PretrainConfig()) == acl
+    assert views_for(PretrainConfig(method="simclr")) == simclr
+    assert views_for(PretrainConfig(views="simclr")) == simclr
+    assert views_for(PretrainConfig(method="simclr", views="acl")) == acl
+    assert views_for(PretrainConfig(method="clocs")) == AdjacentSegments()
     base, _ = _run(PretrainConfig(epochs=1, batch_size=8))
     for cfg in (PretrainConfig(epochs=1, batch_size=8, acl_terms="intra"),
                 PretrainConfig(epochs=1, batch_size=8, views="simclr")):

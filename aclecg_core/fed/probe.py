@@ -1,0 +1,115 @@
+"""The server's centralized linear probe: its labeled data (loaded once per run, split by the
+evaluation policy of :mod:`aclecg_core.evaluation.splits`), the rounds it probes, and each
+probed round's result with its paired difference from round 0's random-init encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.evaluation.probe import record_labels, validation_columns
+from aclecg_core.evaluation.reference import ReferenceProbe
+from aclecg_core.evaluation.splits import CLASS_SETS, evaluation_split, frequent_labels
+from aclecg_core.fed.arrays import to_torch
+from aclecg_core.fed.config import FederationConfig
+from aclecg_core.fed.sites import ensure_synthetic_cohort, load_folders
+from aclecg_core.fed.training import initial_model
+from aclecg_core.method.model import AclEcgModel
+
+
+@dataclass(frozen=True)
+class ProbeCohorts:
+    """The probe's train part, validation part (chooses C), test part and classes."""
+
+    train: Cohort
+    val: Cohort
+    test: Cohort
+    classes: list[str]
+
+
+def load_probe_cohorts(cfg: FederationConfig) -> ProbeCohorts:
+    """The ``probe`` section's data, split (PTB-XL folds for ``ptbxl``, else patient-disjoint);
+    classes ``probe.classes``, else the source's: the synthetic labels, PTB-XL's superclasses
+    or a folder's most frequent labels."""
+    p = cfg.probe
+    if p.source == "synthetic-holdout":
+        root = ensure_synthetic_cohort(cfg)
+        cohort = load_folders(cfg, [root / f"site{cfg.cohort.sites + 1}"], "auto", workers=None)
+        default = CLASS_SETS["synthetic"]
+    elif p.source == "ptbxl":
+        cohort = load_folders(cfg, [cfg.path(p.path)], "ptbxl", workers=None)
+        default = CLASS_SETS["ptbxl"]
+    else:
+        cohort = load_folders(cfg, [cfg.path(p.path)], p.layout if p.layout != "auto" else "cinc",
+                              workers=None)
+        default = frequent_labels(cohort)
+    held_out = "ptbxl" if p.source == "ptbxl" else "patient"
+    train, val, test = evaluation_split(cohort, held_out, p.test_fraction, p.val_fraction,
+                                        cfg.run.seed)
+    classes = list(p.classes) or list(default)
+    if not classes:
+        raise ValueError(f"probe data {cfg.path(p.path)}: no label with enough records; "
+                         "set probe.classes")
+    try:
+        validation_columns(record_labels(train, classes), record_labels(val, classes))
+    except ValueError as exc:
+        raise ValueError(f"probe data ({p.source}): {exc}; give the probe more labeled records "
+                         "or change probe.val-fraction") from None
+    return ProbeCohorts(train, val, test, classes)
+
+
+class ServerProbe:
+    """Probes the global encoder of the rounds ``eval-every`` asks for (round 0 and the last
+    always); the data are loaded on first use and kept."""
+
+    def __init__(self, cfg: FederationConfig) -> None:
+        self.cfg = cfg
+        self._cohorts: ProbeCohorts | None = None
+        self._reference: ReferenceProbe | None = None
+
+    def cohorts(self) -> ProbeCohorts:
+        """The probe data (loaded once)."""
+        if self._cohorts is None:
+            self._cohorts = load_probe_cohorts(self.cfg)
+        return self._cohorts
+
+    @property
+    def reference(self) -> ReferenceProbe:
+        if self._reference is None:
+            c = self.cohorts()
+            self._reference = ReferenceProbe(c.train, c.val, c.test, c.classes,
+                                             seed=self.cfg.run.seed,
+                                             n_bootstrap=self.cfg.probe.bootstrap)
+        return self._reference
+
+    def due(self, global_round: int) -> bool:
+        every = self.cfg.run.eval_every
+        return (global_round in (0, self.cfg.run.num_server_rounds)
+                or (every > 0 and global_round % every == 0))
+
+    def lacks_round0(self, global_round: int) -> bool:
+        """Whether round ``global_round`` has no round-0 probe to compare with (a resumed run
+        probed round 0 in an earlier process): :meth:`set_round0` with its checkpoint."""
+        return global_round > 0 and self.reference.reference_scores is None
+
+    def set_round0(self, state: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Probe round 0's (random-init) encoder, the reference of later rounds."""
+        return self.reference.set_reference(self._model(state)).to_dict()
+
+    def result(self, global_round: int, state: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The probe of this round's encoder (C chosen on the validation part), with
+        ``vs_round0``: its paired difference from round 0 (None for round 0 itself)."""
+        if global_round == 0:
+            return {**self.set_round0(state), "vs_round0": None}
+        result, difference = self.reference.probe(self._model(state))
+        return {**result.to_dict(),
+                "vs_round0": None if difference is None else difference.to_dict()}
+
+    def _model(self, state: Mapping[str, np.ndarray]) -> AclEcgModel:
+        model = initial_model(self.cfg)
+        model.load_state_dict(to_torch(dict(state)))
+        return model

@@ -1,0 +1,83 @@
+"""The strategy's hooks on the server: each round's replies become a
+:class:`~aclecg_core.fed.roundrecord.RoundRecord`; each aggregated model is probed when due,
+written to the run folder and audit trail, and logged."""
+
+from __future__ import annotations
+
+import time
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.logger import log
+
+from aclecg_core.fed import protocol
+from aclecg_core.fed.audit import array_digest
+from aclecg_core.fed.config import FederationConfig
+from aclecg_core.fed.probe import ServerProbe
+from aclecg_core.fed.roundlog import failure_lines, round_line
+from aclecg_core.fed.roundrecord import RoundRecord
+from aclecg_core.fed.rounds import check_round
+from aclecg_core.fed.rundir import RunFolder
+from aclecg_core.method.checkpoint import CheckpointError
+from server.replies import arrays_of, client_entry, failure_entry
+
+
+class RoundRecorder:
+    """``on_replies`` of :class:`~server.strategy.RecordingStrategy` and ``evaluate_fn`` of
+    ``Strategy.start``; round numbers in the run folder are global (``offset`` + round)."""
+
+    def __init__(self, cfg: FederationConfig, folder: RunFolder, template: dict[str, np.ndarray],
+                 offset: int, probe: ServerProbe) -> None:
+        self.cfg, self.folder, self.template, self.offset = cfg, folder, template, offset
+        self.probe = probe
+        probe.cohorts()  # before the first round: bad probe data stop the run at once
+        self.record = RoundRecord()
+        self.mark = time.perf_counter()
+        self.next_sent: str | None = None  # digest of the arrays the next round sends
+
+    def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:
+        secure = self.cfg.run.secure_aggregation  # replies carry the aggregate, not their own
+        self.record = record = RoundRecord.asked(
+            [m.metadata.src_node_id for m in replies] + silent, self.next_sent, secure)
+        for msg in replies:
+            if msg.has_error():
+                record.fail(failure_entry(msg))
+            else:
+                client, site = client_entry(msg)
+                record.answer(client, site, msg.metadata.src_node_id, None if secure else
+                              array_digest(arrays_of(msg.content.array_records[protocol.ARRAYS])))
+        record.no_reply(silent, self.cfg.run.round_timeout)
+        self.folder.add_sites(record.sites)
+        check_round(self.offset + server_round, len(record.clients), record.failures)
+
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Probe (when due), checkpoint and log the aggregate of ``server_round``."""
+        global_round = self.offset + server_round
+        if server_round == 0 and self.offset > 0:
+            self.mark = time.perf_counter()
+            self.next_sent = array_digest(arrays_of(arrays))
+            return None  # resumed: this round was finished before
+        state = {**self.template, **arrays_of(arrays)}
+        probe = self._probe(global_round, state) if self.probe.due(global_round) else None
+        wall = time.perf_counter() - self.mark
+        self.record.write(self.folder, global_round, state, wall, probe)
+        self.next_sent = array_digest(arrays_of(arrays))
+        log(INFO, round_line(global_round, self.cfg.run.num_server_rounds, self.record.clients,
+                             wall, probe))
+        for line in failure_lines(global_round, self.record.failures):
+            log(WARNING, line)
+        self.record, self.mark = RoundRecord(), time.perf_counter()
+        if probe is None:
+            return None
+        return MetricRecord({"macro-auroc": float(probe["macro_auroc"]),
+                             "macro-auprc": float(probe["macro_auprc"])})
+
+    def _probe(self, global_round: int, state: dict[str, np.ndarray]) -> dict[str, Any]:
+        if self.probe.lacks_round0(global_round):  # resumed: round 0 was probed by an earlier run
+            try:
+                self.probe.set_round0(self.folder.load_round(0))
+            except CheckpointError as exc:
+                log(WARNING, "[aclecg] no comparison with round 0: %s", exc)
+        return self.probe.result(global_round, state)

@@ -1,0 +1,72 @@
+"""The server's round bookkeeping without Flower: the probe (data loaded once), a round's
+record and its console lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import aclecg_core.fed.probe as probe_module
+from aclecg_core.fed.config import FederationConfig, load_config
+from aclecg_core.fed.probe import ProbeCohorts, ServerProbe
+from aclecg_core.fed.roundlog import failure_lines, round_line
+from aclecg_core.fed.roundrecord import RoundRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_probe_loads_its_data_once_and_probes_the_rounds_asked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    yaml = tmp_path / "sites.yaml"
+    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 8\n  cache-dir: {tmp_path}/c\n"
+                    "probe:\n  test-fraction: 0.5\n  val-fraction: 0.5\n")
+    cfg = load_config({"config-file": str(yaml), "eval-every": 3, "num-server-rounds": 7,
+                       "seed": 3}, ROOT)
+    loads: list[ProbeCohorts] = []
+
+    real = probe_module.load_probe_cohorts
+
+    def counted(cfg: FederationConfig) -> ProbeCohorts:
+        loads.append(real(cfg))
+        return loads[-1]
+
+    monkeypatch.setattr(probe_module, "load_probe_cohorts", counted)
+    probe = ServerProbe(cfg)
+    first = probe.cohorts()
+    assert probe.cohorts() is first and len(loads) == 1
+    assert first.classes and not ({r.patient_id for r in first.train.records}
+                                  & {r.patient_id for r in first.test.records})
+    assert [r for r in range(8) if probe.due(r)] == [0, 3, 6, 7]
+    assert not probe.lacks_round0(0) and probe.lacks_round0(1)
+
+
+def test_a_round_record_holds_the_entries_and_the_exchange() -> None:
+    record = RoundRecord.asked([3, 1, 2], sent_sha256="abc", secure_aggregation=False)
+    record.answer({"site": "site1", "loss": 1.0}, {"site": "site1", "records": None}, 1, "d1")
+    record.fail({"site": "site2", "error": "DataError: no records"})
+    record.no_reply([3], round_timeout=30.0)
+    assert [c["site"] for c in record.clients] == ["site1"] and len(record.sites) == 1
+    assert record.failures == [{"site": "site2", "error": "DataError: no records"},
+                               {"site": "node-3", "error": "no reply within round-timeout "
+                                                           "(30 s)"}]
+    ex = record.exchange
+    assert ex.asked == ["node-1", "node-2", "node-3"] and ex.sent_sha256 == "abc"
+    assert ex.answered == [{"site": "site1", "node": 1, "arrays_sha256": "d1"}]
+    assert ex.failed == record.failures
+    assert RoundRecord().exchange.asked == []  # round 0: nothing exchanged
+
+
+def test_round_lines() -> None:
+    clients = [{"site": "site1", "loss": 1.23456}, {"site": "site2", "loss": 2.0}]
+    probe = {"macro_auroc": 0.61234, "auroc_ci": [0.5, 0.7], "c": 0.01,
+             "vs_round0": {"auroc_diff": 0.05, "auroc_diff_ci": [-0.01, 0.1]}}
+    assert round_line(3, 5, clients, 12.345, probe) == (
+        "[aclecg] round 3/5  loss site1=1.235 site2=2.000  probe AUROC 0.612 [0.500, 0.700] "
+        "C=0.01 vs round 0 +0.050 [-0.010, +0.100]  12.3 s")
+    assert round_line(0, 5, [], 1.0, {**probe, "vs_round0": None}) == (
+        "[aclecg] round 0/5  loss -  probe AUROC 0.612 [0.500, 0.700] C=0.01  1.0 s")
+    assert round_line(2, 5, clients[:1], 0.04, None) == (
+        "[aclecg] round 2/5  loss site1=1.235  probe AUROC -  0.0 s")
+    assert failure_lines(2, [{"site": "site2", "error": "no data"}]) == [
+        "[aclecg] round 2: site2 failed: no data"]
