@@ -46,11 +46,8 @@ def array_digest(arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def config_digest(config: Mapping[str, Any]) -> str:

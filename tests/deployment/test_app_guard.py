@@ -8,7 +8,6 @@ import io
 import logging
 import shutil
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -28,10 +27,7 @@ from flwr.supernode.nodestate import NodeStateFactory
 
 from aclecg_cli import deploy as deploy_cli
 from aclecg_cli.main import main as aclecg
-from aclecg_core.fed.config import load_config
-from aclecg_core.fed.sites import ensure_synthetic_cohort
-from aclecg_runtime import environment, processes
-from deploy import app_guard, daemons, flwr_cli, pki
+from deploy import app_guard, pki
 from deploy.app_identity import MANIFEST, app_identity, parse_identity, project_app_identity
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -293,80 +289,3 @@ def test_guard_refuses_to_start_on_another_flower(monkeypatch: pytest.MonkeyPatc
         app_guard.main(["--site", "site1", "--", "--version"])
     assert stopped.value.code == 1
     assert "refusing to run a SuperNode unguarded" in capsys.readouterr().err
-
-
-def _clientapp_processes(root_pid: int) -> set[str]:
-    """Command lines of ClientApp processes under ``root_pid``."""
-    found = set()
-    for pid in processes.descendants(root_pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "flwr-clientapp" in cmdline:
-            found.add(cmdline)
-    return found
-
-
-@pytest.mark.slow
-def test_site_refuses_a_run_of_an_unapproved_app(tmp_path: Path) -> None:
-    root = tmp_path
-    approved = copy_tracked_tree(root / "reviewed" / "aclecg")
-    with (approved / "client" / "app.py").open("a") as code:
-        code.write("REVIEWED = True\n")
-    approved_id, submitted_id = project_app_identity(approved), project_app_identity(PROJECT)
-    config_file = root / "federation.yaml"
-    config_file.write_text(
-        "cohort:\n  source: synthetic\n  sites: 1\n  records-per-site: 12\n"
-        f"  synthetic-seed: 0\n  cache-dir: '{root / 'cache'}'\n"
-        "probe:\n  source: synthetic-holdout\n  test-fraction: 0.3\n  val-fraction: 0.5\n"
-        "  bootstrap: 20\n")
-    ensure_synthetic_cohort(load_config({"config-file": str(config_file), "min-sites": 1},
-                                        PROJECT))
-    pki.make_ca(root / "pki")
-    pki.make_server_certificate(root / "pki", root / "pki")
-    key = pki.make_site_key(root / "site1", "site1")
-    env = environment.flower_env(root / "coordinator-home", RAY_TMPDIR=str(root / "ray"))
-    node_home = root / "site1-home"
-    port = daemons.free_port()
-    address = daemons.host_port(daemons.LOOPBACK, port)
-    cli = [sys.executable, "-m", "aclecg_cli", "deploy"]
-    start = time.monotonic()
-    with daemons.Daemon("superlink", [*cli, "superlink", "--pki-dir", str(root / "pki"),
-                                      "--database", str(root / "superlink.db"),
-                                      "--port", str(port)], env, root / "superlink.log") as link:
-        daemons.wait_for_port(daemons.LOOPBACK, port, 60, link)
-        flwr_cli.write_connection(root / "coordinator-home", "hospitals", address,
-                                  root / "pki" / "ca.crt")
-        flwr_cli.register_node(key.public, "hospitals", "site1", env)
-        with daemons.Daemon("site1", [
-                *cli, "supernode", "--site", "site1", "--key", str(key.private),
-                "--data-dir", str(root), "--skip-check", "--superlink", address,
-                "--ca-cert", str(root / "pki" / "ca.crt"), "--allow-app", approved_id,
-                "--clientapp-port", str(daemons.free_port())],
-                {**env, "FLWR_HOME": str(node_home)}, root / "site1.log") as node:
-            deadline = time.monotonic() + 90
-            while not any(n["status"] == "online"
-                          for n in flwr_cli.list_nodes("hospitals", env)):
-                assert node.poll() is None, node.log_text()[-2000:]
-                assert time.monotonic() < deadline, "site1 not online"
-                time.sleep(1)
-            run_id = flwr_cli.submit_run(PROJECT, "hospitals", env, {
-                "run-dir": str(root / "run"), "config-file": str(config_file),
-                "num-server-rounds": 1, "encoder": "tiny", "min-sites": 1,
-                "round-timeout": 60.0})
-            clientapps: set[str] = set()
-            deadline = time.monotonic() + 180
-            while not flwr_cli.run_status(run_id, "hospitals", env).startswith("finished"):
-                clientapps |= _clientapp_processes(node.pid)
-                assert time.monotonic() < deadline, flwr_cli.run_log(run_id, "hospitals", env)
-                time.sleep(0.5)
-            status = flwr_cli.run_status(run_id, "hospitals", env)
-            run_log = flwr_cli.run_log(run_id, "hospitals", env)
-            site_log = node.log_text()
-    print(f"\nrefused run: {time.monotonic() - start:.1f} s end to end")
-    assert status != flwr_cli.FINISHED_OK
-    assert f"site1: refused app {submitted_id}" in run_log, run_log[-3000:]
-    assert f"refused app {submitted_id}" in site_log and approved_id in site_log
-    assert clientapps == set()
-    assert not (node_home / "apps").exists() or not any((node_home / "apps").iterdir())

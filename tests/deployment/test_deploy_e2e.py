@@ -2,7 +2,7 @@
 
 One SuperLink and two SuperNodes (started through ``aclecg deploy``) are shared by the module;
 the tests run in file order: refusals first, then a two-site run, then a SuperLink restart
-from its database followed by a run in which one site is killed in the middle.
+from its database followed by another run.
 Every process started here is stopped (with everything it spawned) by the fixtures.
 """
 
@@ -198,32 +198,18 @@ def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
     print(f"\nTLS deployment timings: {federation.timings}")
 
 
-def test_restarted_superlink_serves_and_survives_a_killed_site(federation: Federation) -> None:
+def test_restarted_superlink_keeps_its_nodes_and_serves(federation: Federation) -> None:
     # Restart the SuperLink from its database: registered nodes persist, SuperNodes reconnect.
+    # (A site killed mid-run: tests/deployment/test_separate_hospitals.py.)
     federation.superlink.stop()
     federation.start_superlink("restarted")
     registered = {str(n["owner-name"]) for n in flwr_cli.list_nodes(CONNECTION, federation.env)}
     assert len(flwr_cli.list_nodes(CONNECTION, federation.env)) == 2, registered
     federation.wait_online(2)
-    # A new run; site2 is killed (with everything it started) once round 1 is checkpointed.
-    run_dir = federation.root / "runs" / "killed-site"
-    # Round 1 must train (a round in which no site answers stops the run): the timeout covers
-    # the sites' cold start (a fresh ClientApp process importing torch) on a loaded machine.
-    run_id = federation.submit(run_dir, **{"min-sites": 1, "round-timeout": 60.0})
-    checkpoint = run_dir / "checkpoints" / "round-0001.safetensors"
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not checkpoint.is_file():
-        assert time.monotonic() < deadline, flwr_cli.run_log(run_id, CONNECTION, federation.env)
-        time.sleep(0.5)
-    federation.nodes["site2"].stop(grace=0)
+    run_dir = federation.root / "runs" / "restarted"
+    run_id = federation.submit(run_dir, **{"num-server-rounds": 1})
     status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
     assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, federation.env)
-    assert checkpoint.is_file()
     rounds = _rounds(run_dir)
-    assert [r["round"] for r in rounds] == [0, 1, 2]
     assert sorted(c["site"] for c in rounds[1]["clients"]) == ["site1", "site2"]
-    last = rounds[2]
-    assert [c["site"] for c in last["clients"]] == ["site1"]
-    assert len(last["failures"]) == 1
-    assert (run_dir / "checkpoints" / "round-0002.safetensors").is_file()
     assert (run_dir / "report.md").is_file()

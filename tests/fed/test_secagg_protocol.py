@@ -7,7 +7,7 @@ the sum, the dropouts at each stage and the error replies are checked in millise
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import cast
 
 import numpy as np
@@ -27,7 +27,6 @@ from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from aclecg_core.fed.config import RunSettings
 from client.secagg import secure_aggregation_mod
@@ -96,13 +95,7 @@ class ToyGrid(Grid):
                 replies.append(toy(copy.deepcopy(msg), self.contexts[node]))
         return replies
 
-
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def _round(grid: ToyGrid, settings: RunSettings | None = None) -> dict[int, Message]:
