@@ -28,7 +28,7 @@ def test_real_folders_federate_by_hospital(shared_data: Path, tmp_path: Path) ->
     for index in (4, 5):  # the two smallest hospitals
         site = simulated_site(cfg, index, len(hospitals))
         assert {r.site for r in site.records} == {hospitals[index]}
-    with pytest.raises(ValueError, match="hold 6 sites .* sites=5"):
+    with pytest.raises(ValueError, match=r"hold 6 sites .* sites=5"):
         simulated_site(replace(cfg, cohort=replace(cfg.cohort, sites=5)), 0, 5)
 
 
