@@ -49,8 +49,9 @@ def register(subparsers: Any) -> None:
         q = subparsers.add_parser(name, help=helptext)
         q.add_argument("checkpoint", help=f"checkpoint path, or {RANDOM_CHECKPOINT!r}")
         _data_args(q)
-        q.add_argument("--split", default="ptbxl",
-                       help="ptbxl (folds 1-8/9/10), site:NAME (held-out site) or patient")
+        q.add_argument("--split", default="auto",
+                       help="auto (PTB-XL folds where every record has one, else patient), "
+                            "ptbxl (folds 1-8/9/10), site:NAME (held-out site) or patient")
         q.add_argument("--classes", default="auto",
                        help="auto, ptbxl, synthetic or a comma-separated list")
         q.add_argument("--encoder", choices=("tiny", "small", "default"), default="tiny",
@@ -176,12 +177,14 @@ def run_probe(args: argparse.Namespace) -> int:
         probe_fraction,
         random_init_like,
     )
-    from aclecg_core.evaluation.splits import evaluation_split
+    from aclecg_core.evaluation.splits import default_split, evaluation_split
     from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"), whole_records=True)
     classes = _classes(args.classes, cohort)
+    if args.split == "auto":
+        args.split = default_split(cohort)
     train, val, test = evaluation_split(cohort, args.split, seed=args.seed)
     device = pick_device(args.device)
     data = split_features(model, train, val, test, classes, device)
@@ -257,12 +260,14 @@ def _spread(probe: dict[str, Any], metric: str) -> str:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
-    from aclecg_core.evaluation.splits import evaluation_split
+    from aclecg_core.evaluation.splits import default_split, evaluation_split
     from aclecg_core.method.pretrain import pick_device
 
     model, meta = _model(args)
     cohort = _load(args, meta.get("preprocessing"), whole_records=True)
     classes = _classes(args.classes, cohort)
+    if args.split == "auto":
+        args.split = default_split(cohort)
     train, val, test = evaluation_split(cohort, args.split, seed=args.seed)
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed)
     result = finetune(model, train, val, test, classes, args.fraction, cfg,

@@ -20,7 +20,7 @@ import numpy as np
 
 from aclecg_core.data.cohort import Cohort, RecordInfo, RecordWarning, Rejection
 
-CACHE_VERSION = 3  # 2: warnings of kept records; 3: age and sex
+CACHE_VERSION = 4  # 2: warnings of kept records; 3: age and sex; 4: CODE-15% exam sites
 _ARRAYS = ("signals", "rpeaks", "window_record")
 
 

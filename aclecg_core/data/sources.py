@@ -3,7 +3,8 @@
 * ``ptbxl``: a folder with ``ptbxl_database.csv`` + ``scp_statements.csv``; records are the
   100 Hz ``filename_lr`` files of the table's rows.
 * ``cinc``: PhysioNet/CinC challenge headers; labels from ``#Dx:``/``# Dx:``, site from
-  ``# Site:``, ``# Source:`` (Challenge 2025: CODE-15%, SaMi-Trop) or the record-name prefix,
+  ``# Site:``, ``# Source:`` (Challenge 2025: CODE-15%, SaMi-Trop), ``CODE-15%`` for an exam
+  exported without ``# Source:`` (it carries ``# Exam ID:``) or the record-name prefix,
   patient from ``# Patient:``/``# Patient ID:`` or the record id, ``# Age:``/``# Sex:``, and the
   label ``Chagas`` for ``# Chagas label: True`` (Challenge 2025).
 * ``wfdb``: any folder of WFDB records (searched recursively); ``Dx``/``Site``/``Patient``
@@ -24,6 +25,7 @@ from aclecg_core.data.cohort import DataError, RecordInfo
 from aclecg_core.data.labels import CHAGAS_LABEL, PTBXL_SCP_TO_LABEL, map_dx
 
 LAYOUTS: tuple[str, ...] = ("auto", "wfdb", "ptbxl", "cinc")
+CODE15 = "CODE-15%"
 PTBXL_TABLE = "ptbxl_database.csv"
 SCP_TABLE = "scp_statements.csv"
 # Record-name prefixes of the PhysioNet/CinC 2020/2021 sources (longest prefix wins).
@@ -58,6 +60,12 @@ def cinc_site(record_id: str) -> str | None:
     return None
 
 
+def _cinc_site(record_id: str, fields: dict[str, str]) -> str | None:
+    """A challenge record's hospital where its header names none: a CODE-15% exam (the
+    Challenge 2025 export keeps its ``# Exam ID:``), else the record-name prefix."""
+    return CODE15 if "Exam ID" in fields else cinc_site(record_id)
+
+
 def header_info(source: RecordSource, fs: float, comments: tuple[str, ...]) -> RecordInfo:
     """The :class:`RecordInfo` of a read record (header comments complete WFDB/CinC metadata)."""
     from aclecg_core.data.wfdb_io import comment_fields
@@ -71,7 +79,7 @@ def header_info(source: RecordSource, fs: float, comments: tuple[str, ...]) -> R
     if fields.get("Chagas label", "").lower() == "true":
         labels = tuple(sorted({*labels, CHAGAS_LABEL}))
     site = fields.get("Site") or fields.get("Source") or (
-        cinc_site(source.record_id) if source.layout == "cinc" else None)
+        _cinc_site(source.record_id, fields) if source.layout == "cinc" else None)
     return RecordInfo(
         record_id=source.record_id,
         path=str(source.header),
@@ -101,6 +109,13 @@ def with_header_metadata(source: RecordSource) -> RecordSource:
         return source
     info = header_info(source, header.fs, tuple(header.comments))
     return replace(source, site=info.site, patient_id=info.patient_id, labels=info.labels)
+
+
+@cache
+def described(paths: tuple[Path, ...], layout: str) -> list[RecordSource]:
+    """Every record below ``paths`` with its header metadata (:func:`with_header_metadata`),
+    found once per process: each simulated site and the run's config split the same folders."""
+    return [with_header_metadata(s) for s in discover(list(paths), layout)]
 
 
 def _age(text: str) -> float | None:

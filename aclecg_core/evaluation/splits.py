@@ -58,11 +58,19 @@ def patient_split(cohort: Cohort, test_fraction: float = 0.2,
     return cohort.select_records(~held), cohort.select_records(held)
 
 
+def default_split(cohort: Cohort) -> str:
+    """``ptbxl`` where every record has a PTB-XL fold, else ``patient``: a split for any data."""
+    return "ptbxl" if all(r.fold is not None for r in cohort.records) else "patient"
+
+
 def evaluation_split(cohort: Cohort, held_out: str = "patient", test_fraction: float = 0.2,
                      val_fraction: float = 0.2, seed: int = 0) -> tuple[Cohort, Cohort, Cohort]:
     """(train, validation, test) of ``cohort``: ``held_out`` ``ptbxl`` (PTB-XL's folds),
-    ``patient`` (``test_fraction`` of the patients) or ``site:NAME`` (that site's records);
-    the validation part is ``val_fraction`` of the remaining patients."""
+    ``patient`` (``test_fraction`` of the patients), ``site:NAME`` (that site's records) or
+    ``auto`` (:func:`default_split`); the validation part is ``val_fraction`` of the remaining
+    patients."""
+    if held_out == "auto":
+        held_out = default_split(cohort)
     if held_out == "ptbxl":
         return ptbxl_split(cohort)
     if held_out.startswith("site:"):
@@ -70,7 +78,7 @@ def evaluation_split(cohort: Cohort, held_out: str = "patient", test_fraction: f
     elif held_out == "patient":
         rest, test = patient_split(cohort, test_fraction, seed)
     else:
-        raise ValueError(f"unknown split {held_out!r}: use ptbxl, site:NAME or patient")
+        raise ValueError(f"unknown split {held_out!r}: use auto, ptbxl, site:NAME or patient")
     train, val = patient_split(rest, val_fraction, seed)
     return train, val, test
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from aclecg_core.data.sources import LAYOUTS
+from aclecg_core.data.cohort import DataError
+from aclecg_core.data.sources import LAYOUTS, described
 from aclecg_core.fed.protocol import AGGREGATES
 from aclecg_core.method.losses import ACL_TERMS
 from aclecg_core.method.model import ENCODER_SIZES
@@ -129,6 +130,8 @@ class RunSettings(Settings):
 class CohortSettings(Settings):
     """YAML section ``cohort``: where the sites' training data comes from (simulation).
 
+    ``path`` names one folder, ``paths`` several (each in any layout), not both. ``sites`` left
+    out with a folder partitioned by ``site``: the number of hospitals found in it.
     In a deployment each SuperNode names its own data with node config ``data-dir``.
     """
 
@@ -139,6 +142,7 @@ class CohortSettings(Settings):
     records_per_site: Annotated[int, Field(ge=4)] = 100
     synthetic_seed: NonNegativeInt = 0
     path: str = ""
+    paths: list[str] = field(default_factory=list)
     layout: Annotated[str, one_of(LAYOUTS)] = "auto"
     partition: Annotated[str, one_of(PARTITIONS)] = "site"
     dirichlet_alpha: PositiveFloat = 0.5
@@ -146,9 +150,18 @@ class CohortSettings(Settings):
     cache_dir: str = ".cache"
 
     def problems(self) -> list[str]:
-        if self.source == "folder" and not self.path:
-            return ["key 'path' is required with source 'folder'"]
+        if self.path and self.paths:
+            return ["keys 'path' and 'paths' exclude each other: list every folder in 'paths'"]
+        if not all(p.strip() for p in self.paths):
+            return ["key 'paths' must list folder names, got an empty one"]
+        if self.source == "folder" and not self.folders():
+            return ["key 'path' (one folder) or 'paths' (several) is required with source "
+                    "'folder'"]
         return []
+
+    def folders(self) -> list[str]:
+        """The folders of a ``folder`` cohort, as written (``paths``, else ``path``)."""
+        return list(self.paths) or ([self.path] if self.path else [])
 
 
 @dataclass(frozen=True)
@@ -305,7 +318,10 @@ def _federation(run: RunSettings, sections: Mapping[str, Any], run_source: str, 
     for name in SECTIONS:
         if not isinstance(sections.get(name) or {}, dict):
             raise ConfigError(f"{source}: section '{name}' must be a mapping")
-    cohort = from_mapping(CohortSettings, sections.get("cohort") or {}, f"{source} [cohort]")
+    cohort_data = sections.get("cohort") or {}
+    cohort = from_mapping(CohortSettings, cohort_data, f"{source} [cohort]")
+    if "sites" not in cohort_data and cohort.source == "folder" and cohort.partition == "site":
+        cohort = replace(cohort, sites=_hospitals(cohort, base_dir, f"{source} [cohort]"))
     probe = from_mapping(ProbeSettings, sections.get("probe") or {}, f"{source} [probe]")
     if probe.source == "synthetic-holdout" and cohort.source != "synthetic":
         raise ConfigError(f"{source} [probe]: source 'synthetic-holdout' needs "
@@ -319,6 +335,20 @@ def _federation(run: RunSettings, sections: Mapping[str, Any], run_source: str, 
     _check_adaptive_dp(cfg, run_source)
     _check_bulyan(cfg, run_source)
     return cfg
+
+
+def _hospitals(cohort: CohortSettings, base_dir: str, source: str) -> int:
+    """The number of sites (hospitals) that partition ``site`` finds in the cohort's folders."""
+    base = Path(base_dir)
+    folders = [Path(p).expanduser() for p in cohort.folders()]
+    try:
+        records = described(tuple(p if p.is_absolute() else base / p for p in folders),
+                            cohort.layout)
+    except DataError as exc:
+        raise ConfigError(f"{source}: key '{'paths' if cohort.paths else 'path'}': {exc}") from None
+    if not records:
+        raise ConfigError(f"{source}: no WFDB records in {', '.join(cohort.folders())}")
+    return len({r.site for r in records})
 
 
 def _check_bulyan(cfg: FederationConfig, run_source: str) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from functools import cache
 from pathlib import Path
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.loading import load_cohort, load_sources
 from aclecg_core.data.preprocess import PreprocessConfig
-from aclecg_core.data.sources import RecordSource, discover, with_header_metadata
+from aclecg_core.data.sources import described
 from aclecg_core.evaluation.splits import CLASS_SETS
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.partition import partition_by_site, partition_dirichlet, partition_iid
@@ -88,15 +87,16 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
             return load_folders(cfg, [root / f"site{index + 1}"], "auto")
         paths, layout = [root / f"site{k}" for k in range(1, c.sites + 1)], "auto"
     else:
-        paths, layout = [cfg.path(c.path)], c.layout
-    sources = _described(tuple(paths), layout)
+        paths, layout = [cfg.path(p) for p in c.folders()], c.layout
+    sources = described(tuple(paths), layout)
     if not sources:
         raise ValueError(f"no WFDB records found in {', '.join(map(str, paths))}")
     if c.partition == "site":
         names, masks = partition_by_site(sources)
         if len(names) != num_sites:
-            raise ValueError(f"{cfg.path(c.path)} holds {len(names)} sites {names}, but the "
-                             f"cohort config has sites={num_sites}")
+            raise ValueError(f"{', '.join(map(str, paths))} hold {len(names)} sites {names}, but "
+                             f"the cohort config has sites={num_sites} (leave sites out to "
+                             "federate every hospital found)")
     elif c.partition == "iid":
         masks = partition_iid(sources, num_sites, seed=cfg.run.seed)
     else:
@@ -106,9 +106,3 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     return load_sources(mine, PreprocessConfig.from_dict(cfg.preprocessing),
                         cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=1)
 
-
-@cache
-def _described(paths: tuple[Path, ...], layout: str) -> list[RecordSource]:
-    """Every record below ``paths`` with its header metadata, found once per process: a
-    ClientApp worker serving several simulated sites splits the same folder for each."""
-    return [with_header_metadata(s) for s in discover(list(paths), layout)]

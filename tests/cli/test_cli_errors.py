@@ -150,3 +150,12 @@ def test_no_traceback_from_the_command(folders: dict[str, Path]) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("aclecg probe: error: ")
     assert f"{corrupt}.json" in result.stderr
+
+
+def test_probe_without_split_on_a_folder_without_folds(folders: dict[str, Path],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", str(folders["checkpoint"]), "--data", str(folders["synth"]),
+                 "--workers", "1", "--draws", "1", "--bootstrap", "10", "--reference-inits", "1",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "patient" and out["n_test"] > 0

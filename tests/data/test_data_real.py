@@ -136,7 +136,7 @@ def test_auto_layout_detects_each_folder(shared_data: Path) -> None:
     ("1000001", (), "CODE-15%", "1000001", 22.0, "F"),
     ("1000190", ("Chagas",), "CODE-15%", "1000190", 77.0, "M"),
     ("100726", ("Chagas",), "SaMi-Trop", "100726", 64.0, "M"),
-    ("111102", ("Chagas",), "code15", "1331343", 66.0, "F"),  # no # Source: folder name
+    ("111102", ("Chagas",), "CODE-15%", "1331343", 66.0, "F"),  # no # Source: an exam
 ])
 def test_challenge_2025_metadata(shared_data: Path, name: str, labels: tuple[str, ...],
                                  site: str, patient: str, age: float, sex: str) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.evaluation.splits import (
+    default_split,
     evaluation_split,
     frequent_labels,
     guess_class_set,
@@ -53,7 +56,7 @@ def test_a_held_out_site_is_the_test_part(small_cohort: Cohort) -> None:
     train, val, test = evaluation_split(small_cohort, "site:s1")
     assert {r.site for r in test.records} == {"s1"}
     assert {r.site for r in train.records + val.records} == {"s0"}
-    with pytest.raises(ValueError, match=r"unknown split 'folds': use ptbxl, site:NAME or "
+    with pytest.raises(ValueError, match=r"unknown split 'folds': use auto, ptbxl, site:NAME or "
                        r"patient"):
         evaluation_split(small_cohort, "folds")
 
@@ -62,3 +65,14 @@ def test_default_classes(small_cohort: Cohort) -> None:
     assert guess_class_set(small_cohort) == "synthetic"  # no PTB-XL superclass among A, B
     assert frequent_labels(small_cohort) == ["B", "A"]  # ten records each: ties by name
     assert frequent_labels(small_cohort, min_records=11) == []
+
+
+def test_auto_split_uses_folds_where_every_record_has_one(small_cohort: Cohort) -> None:
+    assert default_split(small_cohort) == "ptbxl"
+    folds = evaluation_split(small_cohort, "auto")
+    assert [p.records for p in folds] == [p.records for p in ptbxl_split(small_cohort)]
+    some = replace(small_cohort, records=[replace(r, fold=None) if r.fold == 10 else r
+                                          for r in small_cohort.records])
+    assert default_split(some) == "patient"
+    train, _, test = evaluation_split(some, "auto")
+    assert not _patients(train) & _patients(test)

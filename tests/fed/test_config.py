@@ -60,7 +60,18 @@ def test_bad_run_config_names_the_key(key: str, value: object, expected: str) ->
     assert expected in str(info.value)
 
 
+_FOLDERS = "cohort:\n  source: folder\n  {}\nprobe:\n  source: cinc\n  path: x\n"
+
+
 @pytest.mark.parametrize(("text", "expected"), [
+    (_FOLDERS.format("paths: a/b"), "[cohort]: key 'paths' must be of type list[str]"),
+    (_FOLDERS.format("paths: [a]\n  path: b"), "keys 'path' and 'paths' exclude each other"),
+    (_FOLDERS.format("paths: [a, '']"), "key 'paths' must list folder names, got an empty one"),
+    (_FOLDERS.format("paths: []"), "key 'path' (one folder) or 'paths' (several) is required"),
+    (_FOLDERS.format("paths: [/no/such/folder]"),
+     "[cohort]: key 'paths': /no/such/folder: no such file or folder"),
+    (_FOLDERS.format("path: /no/such/folder"),
+     "[cohort]: key 'path': /no/such/folder: no such file or folder"),
     ("cohort:\n  sites: 0\n", "[cohort]: key 'sites' must be > 0"),
     ("cohort:\n  partition: random\n", "[cohort]: key 'partition' must be one of"),
     ("probe:\n  test-fraction: 1\n", "[probe]: key 'test-fraction' must be in (0, 1)"),
@@ -153,7 +164,8 @@ def test_shipped_configs_are_valid(name: str) -> None:
     (lambda d: d["run"].update(method="clocs", views="acl"), "'views' must be 'auto' with method"),
     (lambda d: d["cohort"].update(sites=1), "key 'min-sites' (2) exceeds the 1 sites of "
                                             "config.json [cohort]"),
-    (lambda d: d["cohort"].update(source="folder"), "config.json [cohort]: key 'path' is required"),
+    (lambda d: d["cohort"].update(source="folder"), "config.json [cohort]: key 'path' (one "
+                                                    "folder) or 'paths' (several) is required"),
     (lambda d: d["preprocessing"].update(target_fs=-1), "config.json [preprocessing]: "
                                                         "preprocessing target_fs"),
     (lambda d: d.pop("probe"), "config.json: expected the keys"),

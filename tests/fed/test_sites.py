@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,21 @@ from aclecg_core.fed.partition import partition_dirichlet, partition_iid
 from aclecg_core.fed.sites import simulated_site
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_real_folders_federate_by_hospital(shared_data: Path, tmp_path: Path) -> None:
+    yaml = tmp_path / "sites.yaml"
+    yaml.write_text(f"cohort:\n  source: folder\n  paths: [{shared_data / 'cinc'}, "
+                    f"{shared_data / 'code15'}]\n  cache-dir: {tmp_path}/cache\n"
+                    f"probe:\n  source: ptbxl\n  path: {shared_data / 'ptbxl'}\n")
+    cfg = load_config({"config-file": str(yaml)}, ROOT)
+    hospitals = ["CODE-15%", "CPSC", "Georgia", "Ningbo", "PTB-XL", "SaMi-Trop"]
+    assert cfg.cohort.sites == len(hospitals)  # sites left out: one per hospital found
+    for index in (4, 5):  # the two smallest hospitals
+        site = simulated_site(cfg, index, len(hospitals))
+        assert {r.site for r in site.records} == {hospitals[index]}
+    with pytest.raises(ValueError, match=r"hold 6 sites .* sites=5"):
+        simulated_site(replace(cfg, cohort=replace(cfg.cohort, sites=5)), 0, 5)
 
 
 @pytest.mark.parametrize("partition", ["iid", "dirichlet"])
