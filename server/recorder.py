@@ -34,10 +34,11 @@ class RoundRecorder:
         self.probe = probe
         probe.cohorts()  # before the first round: bad probe data stop the run at once
         self.record = RoundRecord()
-        self.mark = time.perf_counter()
+        self.mark = self.replied = time.perf_counter()  # the round's start; its replies' arrival
         self.next_sent: str | None = None  # digest of the arrays the next round sends
 
     def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:
+        self.replied = time.perf_counter()
         secure = self.cfg.run.secure_aggregation  # replies carry the aggregate, not their own
         self.record = record = RoundRecord.asked(
             [m.metadata.src_node_id for m in replies] + silent, self.next_sent, secure)
@@ -59,10 +60,15 @@ class RoundRecorder:
             self.mark = time.perf_counter()
             self.next_sent = array_digest(arrays_of(arrays))
             return None  # resumed: this round was finished before
+        aggregated = time.perf_counter()
         state = {**self.template, **arrays_of(arrays)}
         probe = self._probe(global_round, state) if self.probe.due(global_round) else None
         wall = time.perf_counter() - self.mark
-        self.record.write(self.folder, global_round, state, wall, probe)
+        timing = {"probe_s": time.perf_counter() - aggregated}
+        if server_round > 0:
+            timing.update(exchange_s=self.replied - self.mark,
+                          aggregation_s=aggregated - self.replied)
+        self.record.write(self.folder, global_round, state, wall, probe, timing)
         self.next_sent = array_digest(arrays_of(arrays))
         log(INFO, round_line(global_round, self.cfg.run.num_server_rounds, self.record.clients,
                              wall, probe))

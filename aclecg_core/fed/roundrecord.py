@@ -52,7 +52,8 @@ class RoundRecord:
                        "error": f"no reply within round-timeout ({round_timeout:g} s)"})
 
     def write(self, folder: RunFolder, global_round: int, state: dict[str, np.ndarray],
-              wall_seconds: float, probe: dict[str, Any] | None) -> None:
+              wall_seconds: float, probe: dict[str, Any] | None,
+              timing: dict[str, float] | None = None) -> None:
         """Checkpoint, audit line and metrics of the round in ``folder``."""
         folder.finish_round(global_round, state, wall_seconds, self.clients, self.failures,
-                            probe, self.exchange)
+                            probe, self.exchange, timing)
