@@ -54,6 +54,7 @@ class RoundRecord:
     def write(self, folder: RunFolder, global_round: int, state: dict[str, np.ndarray],
               wall_seconds: float, probe: dict[str, Any] | None,
               timing: dict[str, float] | None = None) -> None:
-        """Checkpoint, audit line and metrics of the round in ``folder``."""
+        """The sites' counts, checkpoint, audit line and metrics of the round in ``folder``."""
+        folder.add_sites(self.sites)
         folder.finish_round(global_round, state, wall_seconds, self.clients, self.failures,
                             probe, self.exchange, timing)

@@ -256,6 +256,7 @@ def test_bad_updates_are_refused_with_their_reason_and_the_others_aggregate(
     for key, value in good.items():
         np.testing.assert_allclose(out[key], value, rtol=1e-6, atol=1e-7)  # sites 1 and 2 only
     recorder.evaluate(1, arrays)
+    recorder.close()
     round1 = json.loads((recorder.folder.path / "metrics.json").read_text())["rounds"][1]
     assert [c["site"] for c in round1["clients"]] == ["site1", "site2"]
     failed = {f["site"]: f["error"] for f in round1["failures"]}
