@@ -10,6 +10,9 @@ Timings interleave the compared variants and report medians. Targets (pass/fail 
 * augmentation time <= 5 % of the pretraining step;
 * 4-site Flower simulation wall time / centralized training on the same records and epochs
   (same probes) <= 1.2;
+* the main job (``aclecg simulate`` with its defaults: 30 rounds, probe every round) wall time /
+  ``aclecg pretrain`` of the same site folders for as many epochs plus one ``aclecg probe`` of
+  the hold-out site <= 1.15, with the main job's per-round breakdown;
 * RSS slope over 50 in-process federated rounds (train_site + FedAvg) ~ flat (<= 0.1 MiB/round
   after round 10).
 """
@@ -20,7 +23,9 @@ import argparse
 import gc
 import json
 import multiprocessing
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +49,7 @@ from benchmarks.common import (
     ROOT,
     finish,
     load_average,
+    machine,
     metadata,
     peak_rss_mb,
     rss_mb,
@@ -54,6 +60,7 @@ TARGETS = {
     "pretrain_vs_bare_ratio": (">=", 0.95),
     "augmentation_share": ("<=", 0.05),
     "federated_vs_centralized_wall_ratio": ("<=", 1.2),
+    "main_job_vs_pooled_wall_ratio": ("<=", 1.15),
     "rss_slope_mib_per_round": ("<=", 0.1),
 }
 
@@ -254,6 +261,74 @@ def measure_federation(args: dict[str, Any], threads: int) -> dict[str, Any]:
     }
 
 
+def _cli(*args: str) -> float:
+    """Seconds of one ``aclecg`` command in a fresh process (its output discarded)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "aclecg_cli", *args], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def round_breakdown(metrics: dict[str, Any], slots: int) -> dict[str, Any]:
+    """Median seconds of a training round's phases from ``metrics.json``: site compute (the
+    sites' training seconds over the ``slots`` sites that train at once), waiting (the rest of
+    the exchange: scheduling, messages, queueing), aggregation, critical path (wall_seconds);
+    beside it, off the critical path: probe and checkpoint/audit write."""
+    rounds = [r for r in metrics["rounds"] if r["round"] > 0]
+    compute = [sum(c["seconds"] for c in r["clients"]) / slots for r in rounds]
+    phases = {
+        "site_compute_s": compute,
+        "waiting_s": [r["timing"]["exchange_s"] - c for r, c in zip(rounds, compute,
+                                                                   strict=True)],
+        "aggregation_s": [r["timing"]["aggregation_s"] for r in rounds],
+        "critical_path_s": [r["wall_seconds"] for r in rounds],
+        "probe_s_beside": [r["timing"]["probe_s"] for r in rounds],
+        "checkpoint_audit_s_beside": [r["timing"]["write_s"] for r in rounds],
+    }
+    return {k: round(statistics.median(v), 3) for k, v in phases.items()}
+
+
+def measure_main_job(repeats: int) -> dict[str, Any]:
+    """The main job (``aclecg simulate``, defaults) against ``aclecg pretrain`` of the pooled
+    site folders for as many epochs plus one ``aclecg probe`` of the hold-out site, each a
+    fresh process, alternating (main, pooled, pooled, main, ...); the median ratio."""
+    from aclecg_core.fed.config import load_config, read_pyproject_defaults
+    from aclecg_core.fed.sites import ensure_synthetic_cohort
+
+    cfg = load_config(read_pyproject_defaults(ROOT / "pyproject.toml"), ROOT)
+    cohort = ensure_synthetic_cohort(cfg)
+    sites = [str(cohort / f"site{k + 1}") for k in range(cfg.cohort.sites)]
+    held_out = str(cohort / f"site{cfg.cohort.sites + 1}")
+    slots = max(1, min(cfg.cohort.sites, (os.cpu_count() or 1) // int(cfg.run.client_cpus)))
+    main: list[dict[str, Any]] = []
+    pooled: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(repeats):
+            for arm in ["main", "pooled"][:: 1 if rep % 2 == 0 else -1]:
+                load, out = load_average(), f"{tmp}/{arm}{rep}"
+                if arm == "main":
+                    wall = _cli("simulate", "--run-dir", out)
+                    metrics = json.loads((Path(out) / "metrics.json").read_text())
+                    main.append({"wall_s": wall, "load_average": load,
+                                 "rounds_s": sum(r["wall_seconds"] for r in metrics["rounds"]),
+                                 "round": round_breakdown(metrics, slots)})
+                    continue
+                train = _cli("pretrain", "--data", *sites, "--epochs",
+                             str(cfg.run.num_server_rounds), "--batch-size",
+                             str(cfg.run.batch_size), "--lr", str(cfg.run.lr), "--encoder",
+                             cfg.run.encoder, "--out", out, "--seed", str(cfg.run.seed))
+                probe = _cli("probe", out, "--data", held_out, "--split", "patient",
+                             "--classes", "synthetic")
+                pooled.append({"wall_s": train + probe, "pretrain_s": train, "probe_s": probe,
+                               "load_average": load})
+    ratios = [m["wall_s"] / p["wall_s"] for m, p in zip(main, pooled, strict=True)]
+    return {"rounds": cfg.run.num_server_rounds, "sites": cfg.cohort.sites,
+            "repeats": repeats, "main_wall_s": statistics.median(m["wall_s"] for m in main),
+            "pooled_wall_s": statistics.median(p["wall_s"] for p in pooled),
+            "ratio": statistics.median(ratios), "ratio_per_repeat": ratios,
+            "main": main, "pooled": pooled}
+
+
 def _concat(parts: list[Cohort]) -> Cohort:
     width = max(p.rpeaks.shape[1] for p in parts)
     rpeaks = np.concatenate([np.pad(p.rpeaks, ((0, 0), (0, width - p.rpeaks.shape[1])),
@@ -382,6 +457,7 @@ def verdicts(results: dict[str, Any]) -> dict[str, Any]:
         "pretrain_vs_bare_ratio": results["step"]["acl"]["ratio"],
         "augmentation_share": results["step"]["acl"]["augmentation_share"],
         "federated_vs_centralized_wall_ratio": results.get("federation", {}).get("ratio"),
+        "main_job_vs_pooled_wall_ratio": results.get("main_job", {}).get("ratio"),
         "rss_slope_mib_per_round": results["rounds"]["slope_mib_per_round"],
     }
     out = {}
@@ -435,6 +511,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only-federation", action="store_true",
                         help="only the federated vs centralized comparison (results merged into "
                         "the existing results file)")
+    parser.add_argument("--only-main-job", action="store_true",
+                        help="only the main job vs pooled comparison (merged into the existing "
+                        "results file)")
     parser.add_argument("--federation-repeats", type=int, default=3,
                         help="interleaved repeats of the federated/centralized arms")
     parser.add_argument("--out", type=Path, default=None)
@@ -456,6 +535,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     if args.only_federation:
         return _only_federation(args, common, out, meta, started)
+    if args.only_main_job:
+        return _only_main_job(args, out, meta, started)
     results: dict[str, Any] = {}
     for name, margs in plan:
         print(f"[speed] {name} ...", flush=True)
@@ -501,6 +582,20 @@ def _only_federation(args: argparse.Namespace, common: dict[str, Any], out: Path
     write_json(out, result)
     print(json.dumps(result["targets"], indent=2), flush=True)
     print(f"[speed] wrote {out}", flush=True)
+    return dict(result)
+
+
+def _only_main_job(args: argparse.Namespace, out: Path, meta: dict[str, Any],
+                   started: float) -> dict[str, Any]:
+    """Measure the main job vs pooled comparison into an existing results file, with its own
+    date, commit, machine and load (``main_job_run``)."""
+    result = json.loads(out.read_text())
+    print("[speed] main job vs pooled ...", flush=True)
+    result["results"]["main_job"] = measure_main_job(args.federation_repeats)
+    result["main_job_run"] = {**finish(meta, started, time.perf_counter()), "machine": machine()}
+    result["targets"] = verdicts(result["results"])
+    write_json(out, result)
+    print(json.dumps(result["targets"], indent=2), flush=True)
     return dict(result)
 
 

@@ -58,15 +58,19 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
             strategy = build_strategy(cfg, select_keys(template, cfg.run.aggregate),
                                       recorder.on_replies)
             initial = select_keys(state, cfg.run.aggregate)
-            strategy.start(
-                grid=SecureAggregationGrid(grid, cfg.run) if cfg.run.secure_aggregation else grid,
-                initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
-                num_rounds=remaining,
-                timeout=cfg.run.round_timeout,
-                train_config=ConfigRecord(cast(dict[str, Any],
-                                               train_instructions(cfg, offset).encode())),
-                evaluate_fn=recorder.evaluate,
-            )
+            try:
+                strategy.start(
+                    grid=SecureAggregationGrid(grid, cfg.run) if cfg.run.secure_aggregation
+                    else grid,
+                    initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
+                    num_rounds=remaining,
+                    timeout=cfg.run.round_timeout,
+                    train_config=ConfigRecord(cast(dict[str, Any],
+                                                   train_instructions(cfg, offset).encode())),
+                    evaluate_fn=recorder.evaluate,
+                )
+            finally:  # the rounds already trained are probed and written, even after a failure
+                recorder.close()
         folder.finish("finished")
     except BaseException as exc:
         folder.finish("failed", error=f"{type(exc).__name__}: {exc}")

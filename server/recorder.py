@@ -1,15 +1,17 @@
 """The strategy's hooks on the server: each round's replies become a
 :class:`~aclecg_core.fed.roundrecord.RoundRecord`; each aggregated model is probed when due,
-written to the run folder and audit trail, and logged."""
+written to the run folder and audit trail, and logged, in one worker thread beside the next
+round's training (off the round's critical path; docs/federation.md, "Time of a round")."""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message
 from flwr.common.logger import log
 
 from aclecg_core.fed import protocol
@@ -34,10 +36,13 @@ class RoundRecorder:
         self.probe = probe
         probe.cohorts()  # before the first round: bad probe data stop the run at once
         self.record = RoundRecord()
-        self.mark = time.perf_counter()
+        self.mark = self.replied = time.perf_counter()  # the round's start; its replies' arrival
         self.next_sent: str | None = None  # digest of the arrays the next round sends
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aclecg-round")
+        self.pending: list[Future[None]] = []
 
     def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:
+        self.replied = time.perf_counter()
         secure = self.cfg.run.secure_aggregation  # replies carry the aggregate, not their own
         self.record = record = RoundRecord.asked(
             [m.metadata.src_node_id for m in replies] + silent, self.next_sent, secure)
@@ -49,30 +54,49 @@ class RoundRecorder:
                 record.answer(client, site, msg.metadata.src_node_id, None if secure else
                               array_digest(arrays_of(msg.content.array_records[protocol.ARRAYS])))
         record.no_reply(silent, self.cfg.run.round_timeout)
-        self.folder.add_sites(record.sites)
         check_round(self.offset + server_round, len(record.clients), record.failures)
 
-    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Probe (when due), checkpoint and log the aggregate of ``server_round``."""
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Hand the aggregate of ``server_round`` to the worker thread, which probes it (when
+        due), checkpoints and logs it while the sites train the next round; rounds are written
+        in order. A failure of an earlier round's job is raised here."""
+        self._raise_failed()
         global_round = self.offset + server_round
         if server_round == 0 and self.offset > 0:
             self.mark = time.perf_counter()
             self.next_sent = array_digest(arrays_of(arrays))
-            return None  # resumed: this round was finished before
-        state = {**self.template, **arrays_of(arrays)}
-        probe = self._probe(global_round, state) if self.probe.due(global_round) else None
-        wall = time.perf_counter() - self.mark
-        self.record.write(self.folder, global_round, state, wall, probe)
+            return  # resumed: this round was finished before
+        aggregated = time.perf_counter()
+        timing = {} if server_round == 0 else {"exchange_s": self.replied - self.mark,
+                                               "aggregation_s": aggregated - self.replied}
+        self.pending.append(self.worker.submit(
+            self._finish, global_round, self.record, {**self.template, **arrays_of(arrays)},
+            aggregated - self.mark, timing))
         self.next_sent = array_digest(arrays_of(arrays))
-        log(INFO, round_line(global_round, self.cfg.run.num_server_rounds, self.record.clients,
-                             wall, probe))
-        for line in failure_lines(global_round, self.record.failures):
-            log(WARNING, line)
         self.record, self.mark = RoundRecord(), time.perf_counter()
-        if probe is None:
-            return None
-        return MetricRecord({"macro-auroc": float(probe["macro_auroc"]),
-                             "macro-auprc": float(probe["macro_auprc"])})
+
+    def close(self) -> None:
+        """Wait for the rounds still being probed and written; raise the first failure."""
+        self.worker.shutdown(wait=True)
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self.pending if f.done()]
+        self.pending = [f for f in self.pending if not f.done()]
+        for future in done:
+            future.result()
+
+    def _finish(self, global_round: int, record: RoundRecord, state: dict[str, np.ndarray],
+                wall: float, timing: dict[str, float]) -> None:
+        """Probe (when due), checkpoint, audit and log one round (in the worker thread)."""
+        start = time.perf_counter()
+        probe = self._probe(global_round, state) if self.probe.due(global_round) else None
+        record.write(self.folder, global_round, state, wall, probe,
+                     {**timing, "probe_s": time.perf_counter() - start})
+        log(INFO, round_line(global_round, self.cfg.run.num_server_rounds, record.clients,
+                             wall, probe))
+        for line in failure_lines(global_round, record.failures):
+            log(WARNING, line)
 
     def _probe(self, global_round: int, state: dict[str, np.ndarray]) -> dict[str, Any]:
         if self.probe.lacks_round0(global_round):  # resumed: round 0 was probed by an earlier run

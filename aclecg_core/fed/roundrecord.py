@@ -52,7 +52,9 @@ class RoundRecord:
                        "error": f"no reply within round-timeout ({round_timeout:g} s)"})
 
     def write(self, folder: RunFolder, global_round: int, state: dict[str, np.ndarray],
-              wall_seconds: float, probe: dict[str, Any] | None) -> None:
-        """Checkpoint, audit line and metrics of the round in ``folder``."""
+              wall_seconds: float, probe: dict[str, Any] | None,
+              timing: dict[str, float] | None = None) -> None:
+        """The sites' counts, checkpoint, audit line and metrics of the round in ``folder``."""
+        folder.add_sites(self.sites)
         folder.finish_round(global_round, state, wall_seconds, self.clients, self.failures,
-                            probe, self.exchange)
+                            probe, self.exchange, timing)

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,12 @@ class RunFolder:
     def finish_round(self, server_round: int, state: dict[str, np.ndarray],
                      wall_seconds: float, clients: list[dict[str, Any]],
                      failures: list[dict[str, Any]], probe: dict[str, Any] | None,
-                     exchange: RoundExchange | None = None) -> None:
+                     exchange: RoundExchange | None = None,
+                     timing: dict[str, float] | None = None) -> None:
         """Checkpoint the global model of ``server_round``, add the round to the audit trail
-        (``exchange``: what was sent and received; None for round 0), append its metrics."""
+        (``exchange``: what was sent and received; None for round 0), append its metrics with
+        ``timing`` (seconds of the round's phases) and ``write_s``, the time of this write."""
+        start = time.perf_counter()
         auroc = None if probe is None else probe.get("macro_auroc")
         metadata = encoder_metadata(
             method=self.cfg.run.method, encoder=EncoderConfig(size=self.cfg.run.encoder),
@@ -176,6 +180,8 @@ class RunFolder:
             "round": server_round, "wall_seconds": round(wall_seconds, 3),
             "clients": sorted(clients, key=lambda c: c["site"]),
             "failures": sorted(failures, key=lambda f: f["site"]), "probe": probe,
+            "timing": {**{k: round(v, 3) for k, v in (timing or {}).items()},
+                       "write_s": round(time.perf_counter() - start, 3)},
         })
         self.metrics["final_round"] = server_round
         self._save_metrics()

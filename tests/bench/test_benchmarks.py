@@ -105,11 +105,25 @@ def test_speed_bare_epoch_and_rounds() -> None:
 
 def test_speed_verdicts_compare_against_targets() -> None:
     results = {"step": {"acl": {"ratio": 0.9, "augmentation_share": 0.01}},
-               "federation": {"ratio": 1.1}, "rounds": {"slope_mib_per_round": 0.5}}
+               "federation": {"ratio": 1.1}, "main_job": {"ratio": 1.2},
+               "rounds": {"slope_mib_per_round": 0.5}}
     v = speed.verdicts(results)
-    assert [v[k]["pass"] for k in speed.TARGETS] == [False, True, True, False]
-    del results["federation"]
-    assert speed.verdicts(results)["federated_vs_centralized_wall_ratio"]["pass"] is None
+    assert [v[k]["pass"] for k in speed.TARGETS] == [False, True, True, False, False]
+    del results["federation"], results["main_job"]
+    v = speed.verdicts(results)
+    assert v["federated_vs_centralized_wall_ratio"]["pass"] is None
+    assert v["main_job_vs_pooled_wall_ratio"]["pass"] is None
+
+
+def test_round_breakdown_splits_the_exchange_into_compute_and_waiting() -> None:
+    rounds = [{"round": 0, "wall_seconds": 0.0, "clients": [], "timing": {"probe_s": 1.0}}] + [
+        {"round": r, "wall_seconds": 3.0, "clients": [{"seconds": 2.0}, {"seconds": 2.0}],
+         "timing": {"exchange_s": 2.9, "aggregation_s": 0.1, "probe_s": 0.5, "write_s": 0.01}}
+        for r in (1, 2, 3)]
+    b = speed.round_breakdown({"rounds": rounds}, slots=2)
+    assert b == {"site_compute_s": 2.0, "waiting_s": 0.9, "aggregation_s": 0.1,
+                 "critical_path_s": 3.0, "probe_s_beside": 0.5,
+                 "checkpoint_audit_s_beside": 0.01}
 
 
 def test_scale_summary_fits_round_time_and_memory_slope() -> None:

@@ -247,8 +247,12 @@ def test_bad_updates_are_refused_with_their_reason_and_the_others_aggregate(
     for key, value in good.items():
         np.testing.assert_allclose(out[key], value, rtol=1e-6, atol=1e-7)  # sites 1 and 2 only
     recorder.evaluate(1, arrays)
+    recorder.close()
     round1 = json.loads((recorder.folder.path / "metrics.json").read_text())["rounds"][1]
     assert [c["site"] for c in round1["clients"]] == ["site1", "site2"]
+    assert set(round1["timing"]) == {"exchange_s", "aggregation_s", "probe_s", "write_s"}
+    assert round1["wall_seconds"] == pytest.approx(round1["timing"]["exchange_s"]
+                                                   + round1["timing"]["aggregation_s"], abs=2e-3)
     failed = {f["site"]: f["error"] for f in round1["failures"]}
     assert failed["site3"] == "update refused: non-finite values in encoder.trunk.0.weight"
     assert re.fullmatch(r"update refused: update \S+ × the size of the global model "
@@ -341,3 +345,23 @@ def test_a_reply_flower_could_not_aggregate_is_refused_not_fatal(cfg: Federation
     assert failure_entry(log[0][1]) == {
         "site": "site2", "error": "update refused: the reply holds records ['arrays', "
                                   "'metrics', 'more'], expected 'arrays' and 'metrics' (one each)"}
+
+
+def test_a_failed_round_job_stops_the_run_and_the_rounds_before_it_are_written(
+        recorded: tuple[RoundRecorder, Strategy, dict[str, np.ndarray]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, _, glob = recorded
+    arrays = ArrayRecord({k: Array(v) for k, v in glob.items()})
+
+    def broken(global_round: int, state: object) -> None:
+        raise OSError(f"probe of round {global_round} failed")
+
+    monkeypatch.setattr(recorder.probe, "due", lambda global_round: global_round == 2)
+    monkeypatch.setattr(recorder.probe, "result", broken)
+    recorder.evaluate(1, arrays)
+    recorder.evaluate(2, arrays)
+    with pytest.raises(OSError, match="probe of round 2 failed"):
+        recorder.close()
+    metrics = json.loads((recorder.folder.path / "metrics.json").read_text())
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1]
+    assert metrics["final_round"] == 1
