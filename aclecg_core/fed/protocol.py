@@ -35,11 +35,10 @@ CONFIG = "config"  # ConfigRecord of a train message: TrainInstructions.encode()
 METRICS = "metrics"  # MetricRecord of a reply: TrainReport.encode()
 SITE_STATS = "site-stats"  # ConfigRecord of a reply, only with share-site-stats
 
-# Keys inside CONFIG.
+# Keys inside CONFIG: TrainInstructions' fields in kebab-case (``round-offset``: rounds finished
+# before this start; ``proximal-mu``: also set by Flower's FedProx), plus these.
 VERSION_KEY = "aclecg-protocol"
-OFFSET_KEY = "round-offset"  # rounds finished before this start (resume)
 SERVER_ROUND_KEY = "server-round"  # set by Flower's strategies: 1, 2, ... within one start
-PROXIMAL_KEY = "proximal-mu"  # set by Flower's FedProx (and by TrainInstructions)
 ARRAY_NAMES_KEY = "aclecg-array-keys"  # SecAgg+ rounds: the arrays' names, in order
 
 AGGREGATES = tuple(PREFIXES)
