@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
 
 def run_embed(args: argparse.Namespace) -> int:
     from aclecg_core.data.loading import load_cohort
-    from aclecg_core.data.preprocess import PreprocessConfig
+    from aclecg_core.data.preprocess import PreprocessConfig, whole_records
     from aclecg_core.evaluation.embed import FORMATS, record_embeddings, write_embeddings
     from aclecg_core.method.checkpoint import load_encoder
     from aclecg_core.method.device import pick_device
@@ -51,13 +51,14 @@ def run_embed(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, meta = load_encoder(args.checkpoint, device)
     cohort = load_cohort(list(args.data), layout=args.layout,
-                         preprocessing=PreprocessConfig.from_dict(meta["preprocessing"]),
+                         preprocessing=whole_records(
+                             PreprocessConfig.from_dict(meta["preprocessing"])),
                          cache_dir=args.cache_dir, workers=args.workers, progress=progress)
     features = record_embeddings(model, cohort, device, args.batch_size, progress)
     info = {"checkpoint": str(args.checkpoint), "method": meta["method"],
             "round": meta["round"], "encoder": meta["encoder"],
             "preprocessing": meta["preprocessing"], "feature": "model.embed, mean over the "
-            "record's windows", "rejected": [[r.path, r.reason] for r in cohort.rejected]}
+            "windows tiling the record", "rejected": [[r.path, r.reason] for r in cohort.rejected]}
     write_embeddings(args.out, features, cohort, info)
     print(f"wrote {features.shape[1]}-d features of {len(cohort.records)} records "
           f"({len(cohort)} windows, {len(cohort.rejected)} rejected) to {args.out}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aclecg_core.data.preprocess import NORMALIZATIONS
+from aclecg_core.data.preprocess import STUDY_PREPROCESSING as STUDY
 
 RANDOM_CHECKPOINT = "random"
 
@@ -28,15 +29,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--encoder", choices=("tiny", "small", "default"), default="tiny")
-    p.add_argument("--window-s", type=float, default=5.0, help="pretraining window (s)")
-    p.add_argument("--stride-s", type=float, default=10.0,
+    p.add_argument("--window-s", type=float, default=STUDY.window_s,
+                   help="pretraining window (s)")
+    p.add_argument("--stride-s", type=float, default=STUDY.stride_s,
                    help="start-to-start distance of the windows (s): one 5 s window per 10 s "
                         "of record, as in the study; probing and fine-tuning tile whole records")
     p.add_argument("--regions", choices=("paper", "clinical"), default="paper")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (no suffix)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--normalization", choices=NORMALIZATIONS, default="none",
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default=STUDY.normalization,
                    help="none (mV), lead-zscore (each lead of each window) or record-zscore "
                         "(each lead of each record)")
     p.add_argument("--rescale-amplitude", action="store_true",
@@ -87,13 +89,15 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace, preprocessing: dict[str, Any] | None = None,
           whole_records: bool = False) -> Any:
-    """The cohort of ``--data`` with ``preprocessing``; ``whole_records``: windows tile each
-    record (stride = window), so that a probe or fine-tuning sees every record whole."""
+    """The cohort of ``--data`` with ``preprocessing`` (keys missing: the study's);
+    ``whole_records``: windows tile each record, so that a probe or fine-tuning sees every
+    record whole (:func:`~aclecg_core.data.preprocess.whole_records`)."""
+    from aclecg_core.data import preprocess
     from aclecg_core.data.loading import load_cohort
-    from aclecg_core.data.preprocess import PreprocessConfig
 
-    settings = {**(preprocessing or {}), **({"stride_s": None} if whole_records else {})}
-    cfg = PreprocessConfig.from_dict(settings)
+    cfg = preprocess.PreprocessConfig.from_dict({**STUDY.to_dict(), **(preprocessing or {})})
+    if whole_records:
+        cfg = preprocess.whole_records(cfg)
     return load_cohort(list(args.data), layout=args.layout, preprocessing=cfg,
                        cache_dir=args.cache_dir, workers=args.workers,
                        progress=args.progress)

@@ -34,7 +34,7 @@ class RoundRecorder:
                  offset: int, probe: ServerProbe) -> None:
         self.cfg, self.folder, self.template, self.offset = cfg, folder, template, offset
         self.probe = probe
-        probe.cohorts()  # before the first round: bad probe data stop the run at once
+        probe.round_cohorts()  # before the first round: bad probe data stop the run at once
         self.record = RoundRecord()
         self.mark = self.replied = time.perf_counter()  # the round's start; its replies' arrival
         self.next_sent: str | None = None  # digest of the arrays the next round sends

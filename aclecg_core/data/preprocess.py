@@ -9,11 +9,14 @@ LVH or low voltage — are kept). "lead-zscore" standardises each lead of each w
 gain (:mod:`aclecg_core.data.amplitude`) by the likely factor, bringing them to a typical size.
 ``max_flat_leads`` (default 3) is how many constant (dead) leads a record may have and still be
 kept, with a warning; records with more, or with all leads flat, are rejected (0: any flat lead).
+The study's pretraining preprocessing (:data:`STUDY_PREPROCESSING`, the default of ``aclecg
+pretrain`` and federated runs) takes 5 s windows, one per 10 s of record; evaluation tiles whole
+records with them (:func:`whole_records`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from functools import cache
 from typing import Annotated, Any, ClassVar
@@ -88,6 +91,17 @@ class PreprocessConfig(Settings):
         if values.get("bandpass_hz") is not None:
             values["bandpass_hz"] = tuple(values["bandpass_hz"])
         return from_dict(cls, values)
+
+
+STUDY_PREPROCESSING = PreprocessConfig(window_s=5.0, stride_s=10.0)
+"""The study's preprocessing (docs/results.md, issue 11), the default of ``aclecg pretrain`` and
+of federated runs: the defaults above with 5 s windows, one per 10 s of record."""
+
+
+def whole_records(cfg: PreprocessConfig) -> PreprocessConfig:
+    """``cfg`` with windows tiling each record (stride = window): how a probe, fine-tuning or a
+    record's embedding sees every record whole (its feature: the mean over its windows)."""
+    return replace(cfg, stride_s=None)
 
 
 def resample(signal: np.ndarray, fs: float, target_fs: float) -> np.ndarray:

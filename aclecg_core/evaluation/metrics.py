@@ -3,6 +3,7 @@ the paired bootstrap of the difference between two scorings of the same test rec
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -119,6 +120,36 @@ def bootstrap_rows(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))
 
 
+def _replicate_weights(rows: np.ndarray, n: int, values: int) -> Iterator[np.ndarray]:
+    """The replicates ``rows`` (R, n) as record counts (r, n), in chunks that keep ``values``
+    scores per replicate within the memory bound."""
+    chunk = max(1, _CHUNK_VALUES // max(1, values))
+    for begin in range(0, len(rows), chunk):
+        r = rows[begin : begin + chunk]
+        weights = np.zeros((len(r), n))
+        np.add.at(weights, (np.repeat(np.arange(len(r)), n), r.ravel()), 1.0)
+        yield weights
+
+
+def column_intervals(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray | None = None,
+                     seed: int = 0, n_bootstrap: int = 200) -> list[tuple[float, float] | None]:
+    """Each column's bootstrap 95 % interval of the AUROC of ``scores_a`` (n, C) or, with
+    ``scores_b``, of the paired difference a − b (both scored on the same resampled records);
+    ``None`` for a column without positives or negatives."""
+    y = np.asarray(y_true)
+    s = np.stack([np.asarray(x, dtype=np.float64) for x in (scores_a, scores_b) if x is not None])
+    if s.shape[1:] != y.shape:
+        raise ValueError(f"scores {s.shape[1:]} must be {y.shape}, as y_true")
+    values = [np.zeros((0, y.shape[1]))]
+    for weights in _replicate_weights(bootstrap_rows(len(y), n_bootstrap, seed), len(y), s.size):
+        a, _, keep = _weighted_column_scores(y, s, weights)
+        values.append(np.where(keep, a[:, 0] - a[:, 1] if len(s) == 2 else a[:, 0], np.nan))
+    replicates = np.concatenate(values)
+    point = column_scores(y, s[0])[0] - (column_scores(y, s[1])[0] if len(s) == 2 else 0)
+    return [_interval(replicates[:, c], float(point[c])) if ok else None
+            for c, ok in enumerate(evaluable(y))]
+
+
 def _replicate_macros(y_true: np.ndarray, scores: np.ndarray, columns: np.ndarray,
                       rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Macro (AUROC, AUPRC) per replicate and scoring: scores (k, n, C) -> two (R, k) arrays,
@@ -129,11 +160,7 @@ def _replicate_macros(y_true: np.ndarray, scores: np.ndarray, columns: np.ndarra
     if rows is None:
         rows = np.arange(n)[None]
     auroc, auprc = [np.zeros((0, len(s)))], [np.zeros((0, len(s)))]
-    chunk = max(1, _CHUNK_VALUES // max(1, s.size))
-    for begin in range(0, len(rows), chunk):
-        r = rows[begin : begin + chunk]
-        weights = np.zeros((len(r), n))
-        np.add.at(weights, (np.repeat(np.arange(len(r)), n), r.ravel()), 1.0)
+    for weights in _replicate_weights(rows, n, s.size):
         a, p, keep = _weighted_column_scores(y, s, weights)
         count = keep.sum(axis=1)[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):

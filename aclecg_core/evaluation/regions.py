@@ -9,7 +9,8 @@ region (the synthetic cohort's regional infarcts) the expectation is that their 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,8 @@ import torch
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.synth.conditions import MI_REGIONS
-from aclecg_core.evaluation.metrics import evaluable
-from aclecg_core.evaluation.probe import (
-    ProbeData,
-    aggregate_by_record,
-    linear_probe,
-    record_labels,
-)
+from aclecg_core.evaluation.metrics import column_intervals, column_scores
+from aclecg_core.evaluation.probe import ProbeData, aggregate_by_record, fit_probe, record_labels
 from aclecg_core.method.model import AclEcgModel
 
 
@@ -31,10 +27,14 @@ from aclecg_core.method.model import AclEcgModel
 class RegionProbeResult:
     """Test AUROC of a linear probe per (region, class); ``None`` where not evaluable.
 
-    ``expected`` maps the classes with a known region to it; ``best`` each evaluable class to
-    the regions whose features detect it best (several when tied); ``holds`` each evaluable
-    expected class to whether its own region is among them; ``positives`` the test records of
-    each class (a handful of positives makes an AUROC of 1.0 easy, so read it with them).
+    ``auroc_ci``: each cell's bootstrap 95 % interval. ``expected`` maps the classes with a
+    known region to it; ``best`` each evaluable class to the regions whose features detect it
+    best (several when tied); ``holds`` each evaluable expected class to whether its own region
+    is among them; ``margin`` each of them to its own region's AUROC minus the best other
+    region's, with the paired bootstrap interval (same test records); ``positives`` the test
+    records of each class (a handful of positives makes an AUROC of 1.0 easy, so read it with
+    them). ``scores`` (region -> test probabilities) and ``test_y`` are kept for paired
+    comparisons (:func:`region_differences`), not serialised.
     """
 
     regions: list[str]
@@ -47,9 +47,15 @@ class RegionProbeResult:
     best: dict[str, list[str]] = field(default_factory=dict)
     holds: dict[str, bool] = field(default_factory=dict)
     positives: dict[str, int] = field(default_factory=dict)
+    auroc_ci: list[list[tuple[float, float] | None]] = field(default_factory=list)
+    margin: dict[str, dict[str, Any]] = field(default_factory=dict)
+    n_val: int = 0
+    scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    test_y: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("scores", "test_y")}
 
 
 @torch.no_grad()
@@ -76,20 +82,22 @@ def region_features(model: AclEcgModel, cohort: Cohort, device: str | torch.devi
 
 def region_probe(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort,
                  classes: list[str], device: str | torch.device = "cpu",
-                 seed: int = 0) -> RegionProbeResult:
+                 seed: int = 0, n_bootstrap: int = 200) -> RegionProbeResult:
     """A linear probe per region (its features alone) and class, trained on ``train`` with its
-    regularisation chosen on ``val``, scored on ``test``."""
+    regularisation chosen on ``val``, scored on ``test`` (intervals: ``n_bootstrap``
+    replicates of the test records)."""
     if len(train) == 0 or len(val) == 0 or len(test) == 0:
         raise ValueError("the region probe needs windows in train, validation and test")
     xs = [region_features(model, part, device) for part in (train, val, test)]
     ys = [record_labels(part, classes) for part in (train, val, test)]
     names = list(model.encoder.regions.names)
     rows: list[list[float | None]] = []
+    scores: dict[str, np.ndarray] = {}
     for name in names:
         data = ProbeData(xs[0][name], ys[0], xs[1][name], ys[1], xs[2][name], ys[2])
-        per_class = {} if not evaluable(ys[2]).any() else linear_probe(
-            data, classes, seed=seed, n_bootstrap=0).per_class_auroc
-        rows.append([per_class.get(c) for c in classes])
+        scores[name] = fit_probe(data).test_scores
+        auroc = column_scores(ys[2], scores[name])[0]
+        rows.append([None if math.isnan(v) else float(v) for v in auroc])
     expected = {c: r for c, r in MI_REGIONS.items() if c in classes and r in names}
     best = _best_regions(names, classes, rows)
     return RegionProbeResult(
@@ -98,7 +106,46 @@ def region_probe(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort,
         classes=list(classes), auroc=rows, n_train=len(train.records),
         n_test=len(test.records), expected=expected, best=best,
         holds={c: r in best[c] for c, r in expected.items() if c in best},
-        positives={c: int(n) for c, n in zip(classes, ys[2].sum(axis=0), strict=True)})
+        positives={c: int(n) for c, n in zip(classes, ys[2].sum(axis=0), strict=True)},
+        auroc_ci=[column_intervals(ys[2], scores[name], seed=seed, n_bootstrap=n_bootstrap)
+                  for name in names],
+        margin=_margins(names, classes, rows, expected, scores, ys[2], seed, n_bootstrap),
+        n_val=len(val.records), scores=scores, test_y=ys[2])
+
+
+def _margins(names: list[str], classes: list[str], rows: list[list[float | None]],
+             expected: dict[str, str], scores: dict[str, np.ndarray], test_y: np.ndarray,
+             seed: int, n_bootstrap: int) -> dict[str, dict[str, Any]]:
+    """Each evaluable expected class: its own region's AUROC minus the best other region's,
+    with the paired bootstrap 95 % interval."""
+    out: dict[str, dict[str, Any]] = {}
+    for cls, own in expected.items():
+        c = classes.index(cls)
+        others = {r: v for r, row in zip(names, rows, strict=True)
+                  if r != own and (v := row[c]) is not None}
+        mine = rows[names.index(own)][c]
+        if mine is None or not others:
+            continue
+        other = max(others, key=lambda r: others[r])
+        ci = column_intervals(test_y[:, [c]], scores[own][:, [c]], scores[other][:, [c]],
+                              seed, n_bootstrap)[0]
+        out[cls] = {"region": own, "other": other, "diff": mine - others[other],
+                    "ci": list(ci) if ci else None}
+    return out
+
+
+def region_differences(final: RegionProbeResult, start: RegionProbeResult, seed: int = 0,
+                       n_bootstrap: int = 200) -> dict[str, Any]:
+    """``final`` minus ``start`` (e.g. round 0's random-init encoder) per (region, class), on
+    the same test records: AUROC differences and their paired bootstrap 95 % intervals."""
+    if (final.test_y is None or start.test_y is None
+            or not np.array_equal(final.test_y, start.test_y) or final.regions != start.regions):
+        raise ValueError("region probes of different test records or regions cannot be paired")
+    diff = [[None if a is None or b is None else a - b for a, b in zip(ra, rb, strict=True)]
+            for ra, rb in zip(final.auroc, start.auroc, strict=True)]
+    ci = [column_intervals(final.test_y, final.scores[r], start.scores[r], seed, n_bootstrap)
+          for r in final.regions]
+    return {"auroc_diff": diff, "auroc_diff_ci": ci}
 
 
 def _best_regions(names: list[str], classes: list[str],

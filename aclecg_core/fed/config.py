@@ -173,6 +173,11 @@ class ProbeSettings(Settings):
     folder, split patient-disjoint. Patient-disjoint splits hold out ``test_fraction`` of the
     patients for the test part, then ``val_fraction`` of the rest for the validation part
     (where the probe chooses its regularisation). ``classes`` empty: the source's default.
+    ``holdout_records`` > 0: the synthetic hold-out site has that many records with the
+    reference case mix (every class common enough to be scored; 0: a site like the training
+    sites). ``round_records`` > 0: the rounds between round 0 and the last are probed on a
+    fixed share of that many of the probe's records (each part in proportion), round 0 and the
+    last round on all of them.
     """
 
     WHAT = "probe"
@@ -184,10 +189,14 @@ class ProbeSettings(Settings):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     classes: list[str] = field(default_factory=list)
     bootstrap: NonNegativeInt = 200
+    holdout_records: Annotated[int, Field(ge=0, description=">= 0 (0: as a training site)")] = 0
+    round_records: Annotated[int, Field(ge=0, description=">= 0 (0: all, every round)")] = 0
 
     def problems(self) -> list[str]:
         if self.source != "synthetic-holdout" and not self.path:
             return [f"key 'path' is required with source '{self.source}'"]
+        if self.holdout_records and self.source != "synthetic-holdout":
+            return [f"key 'holdout-records' needs source 'synthetic-holdout', not '{self.source}'"]
         return []
 
 
@@ -208,8 +217,9 @@ class FederationConfig:
 
     def synthetic_dir(self) -> Path:
         """Cache folder of the synthetic cohort: the training sites plus the hold-out site."""
-        c = self.cohort
-        name = f"seed-{c.synthetic_seed}-{c.sites}x{c.records_per_site}"
+        c, held = self.cohort, self.probe.holdout_records
+        name = f"seed-{c.synthetic_seed}-{c.sites}x{c.records_per_site}" + (
+            f"+ref{held}" if held else "")
         return self.path(c.cache_dir) / "synthetic" / name
 
     def sites_per_round(self) -> int:
@@ -247,12 +257,14 @@ def _kebab(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _preprocessing(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Validate ``data`` (kebab- or snake-case keys) as a PreprocessConfig; its ``to_dict()``."""
-    from aclecg_core.data.preprocess import PreprocessConfig
+    """Validate ``data`` (kebab- or snake-case keys) over the study's preprocessing
+    (``STUDY_PREPROCESSING``: what a key left out means) as a PreprocessConfig; its
+    ``to_dict()``."""
+    from aclecg_core.data.preprocess import STUDY_PREPROCESSING, PreprocessConfig
 
     values = {k.replace("-", "_"): v for k, v in data.items()}
     try:
-        return PreprocessConfig.from_dict(values).to_dict()
+        return PreprocessConfig.from_dict({**STUDY_PREPROCESSING.to_dict(), **values}).to_dict()
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source} [preprocessing]: {exc}") from None
 

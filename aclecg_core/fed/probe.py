@@ -30,22 +30,44 @@ class ProbeCohorts:
     test: Cohort
     classes: list[str]
 
+    @property
+    def records(self) -> int:
+        return sum(len(part.records) for part in (self.train, self.val, self.test))
+
+    def subset(self, records: int, seed: int) -> ProbeCohorts:
+        """About ``records`` of the records, each part in proportion (a seeded, fixed choice,
+        at least 2 records a part); all of them when ``records`` is 0 or not fewer."""
+        if not records or records >= self.records:
+            return self
+        rng = np.random.default_rng(seed)
+        parts = []
+        for part in (self.train, self.val, self.test):
+            n = len(part.records)
+            keep = np.zeros(n, dtype=bool)
+            keep[rng.choice(n, min(n, max(2, round(n * records / self.records))),
+                            replace=False)] = True
+            parts.append(part.select_records(keep))
+        train, val, test = parts
+        return ProbeCohorts(train, val, test, self.classes)
+
 
 def load_probe_cohorts(cfg: FederationConfig) -> ProbeCohorts:
-    """The ``probe`` section's data, split (PTB-XL folds for ``ptbxl``, else patient-disjoint);
+    """The ``probe`` section's data, whole records (windows tiling each record, as ``aclecg
+    probe`` sees them), split (PTB-XL folds for ``ptbxl``, else patient-disjoint);
     classes ``probe.classes``, else the source's: the synthetic labels, PTB-XL's superclasses
     or a folder's most frequent labels."""
     p = cfg.probe
     if p.source == "synthetic-holdout":
         root = ensure_synthetic_cohort(cfg)
-        cohort = load_folders(cfg, [root / f"site{cfg.cohort.sites + 1}"], "auto", workers=None)
+        cohort = load_folders(cfg, [root / f"site{cfg.cohort.sites + 1}"], "auto", workers=None,
+                              whole=True)
         default = CLASS_SETS["synthetic"]
     elif p.source == "ptbxl":
-        cohort = load_folders(cfg, [cfg.path(p.path)], "ptbxl", workers=None)
+        cohort = load_folders(cfg, [cfg.path(p.path)], "ptbxl", workers=None, whole=True)
         default = CLASS_SETS["ptbxl"]
     else:
         cohort = load_folders(cfg, [cfg.path(p.path)], p.layout if p.layout != "auto" else "cinc",
-                              workers=None)
+                              workers=None, whole=True)
         default = frequent_labels(cohort)
     held_out = "ptbxl" if p.source == "ptbxl" else "patient"
     train, val, test = evaluation_split(cohort, held_out, p.test_fraction, p.val_fraction,
@@ -54,33 +76,49 @@ def load_probe_cohorts(cfg: FederationConfig) -> ProbeCohorts:
     if not classes:
         raise ValueError(f"probe data {cfg.path(p.path)}: no label with enough records; "
                          "set probe.classes")
+    return _checked(ProbeCohorts(train, val, test, classes), f"probe data ({p.source})",
+                    "give the probe more labeled records or change probe.val-fraction")
+
+
+def _checked(data: ProbeCohorts, what: str, advice: str) -> ProbeCohorts:
+    """``data``, if some class can choose the probe's C (else ValueError naming ``what``)."""
     try:
-        validation_columns(record_labels(train, classes), record_labels(val, classes))
+        validation_columns(record_labels(data.train, data.classes),
+                           record_labels(data.val, data.classes))
     except ValueError as exc:
-        raise ValueError(f"probe data ({p.source}): {exc}; give the probe more labeled records "
-                         "or change probe.val-fraction") from None
-    return ProbeCohorts(train, val, test, classes)
+        raise ValueError(f"{what}: {exc}; {advice}") from None
+    return data
 
 
 class ServerProbe:
     """Probes the global encoder of the rounds ``eval-every`` asks for (round 0 and the last
-    always); the data are loaded on first use and kept."""
+    always) on the round probe data (``probe.round-records`` of the records, else all); the
+    data are loaded on first use and kept."""
 
     def __init__(self, cfg: FederationConfig) -> None:
         self.cfg = cfg
         self._cohorts: ProbeCohorts | None = None
+        self._rounds: ProbeCohorts | None = None
         self._reference: ReferenceProbe | None = None
 
     def cohorts(self) -> ProbeCohorts:
-        """The probe data (loaded once)."""
+        """All the probe data (loaded once)."""
         if self._cohorts is None:
             self._cohorts = load_probe_cohorts(self.cfg)
         return self._cohorts
 
+    def round_cohorts(self) -> ProbeCohorts:
+        """The fixed part of the probe data that every round is probed on."""
+        if self._rounds is None:
+            n = self.cfg.probe.round_records
+            self._rounds = _checked(self.cohorts().subset(n, self.cfg.run.seed),
+                                    f"probe.round-records={n}", "raise it")
+        return self._rounds
+
     @property
     def reference(self) -> ReferenceProbe:
         if self._reference is None:
-            c = self.cohorts()
+            c = self.round_cohorts()
             self._reference = ReferenceProbe(c.train, c.val, c.test, c.classes,
                                              seed=self.cfg.run.seed,
                                              n_bootstrap=self.cfg.probe.bootstrap)

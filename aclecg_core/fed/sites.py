@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.loading import load_cohort, load_sources
-from aclecg_core.data.preprocess import PreprocessConfig
+from aclecg_core.data.preprocess import PreprocessConfig, whole_records
 from aclecg_core.data.sources import described
 from aclecg_core.evaluation.splits import CLASS_SETS
 from aclecg_core.fed.config import FederationConfig
@@ -23,8 +23,9 @@ def ensure_synthetic_cohort(cfg: FederationConfig) -> Path:
     """Generate the synthetic cohort (training sites + one hold-out site) unless cached.
 
     ``site1 .. site{n}`` are the training sites, ``site{n+1}`` the labeled hold-out site of the
-    server's probe. Written to a temporary folder first, so a killed run never leaves a partial
-    cohort behind.
+    server's probe: ``probe.holdout-records`` records with the reference case mix, or (0) a
+    site like the others. Written to a temporary folder first, so a killed run never leaves a
+    partial cohort behind.
     """
     out = cfg.synthetic_dir()
     if (out / _DONE).is_file():
@@ -33,9 +34,10 @@ def ensure_synthetic_cohort(cfg: FederationConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_synthetic_cohort(tmp, sites=cfg.cohort.sites + 1,
+        held = cfg.probe.holdout_records
+        write_synthetic_cohort(tmp, sites=cfg.cohort.sites + (not held),
                                records_per_site=cfg.cohort.records_per_site,
-                               seed=cfg.cohort.synthetic_seed)
+                               seed=cfg.cohort.synthetic_seed, reference_records=held)
         (tmp / _DONE).write_text("ok\n")
         if out.exists():
             shutil.rmtree(out)
@@ -47,10 +49,11 @@ def ensure_synthetic_cohort(cfg: FederationConfig) -> Path:
 
 
 def load_folders(cfg: FederationConfig, paths: list[Path], layout: str,
-                 workers: int | None = 1) -> Cohort:
-    """Every record below ``paths``, preprocessed as the run asks, in the run's cache."""
-    return load_cohort(paths, layout=layout,
-                       preprocessing=PreprocessConfig.from_dict(cfg.preprocessing),
+                 workers: int | None = 1, whole: bool = False) -> Cohort:
+    """Every record below ``paths``, preprocessed as the run asks (``whole``: with windows
+    tiling each record, as the probe sees them), in the run's cache."""
+    pre = PreprocessConfig.from_dict(cfg.preprocessing)
+    return load_cohort(paths, layout=layout, preprocessing=whole_records(pre) if whole else pre,
                        cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=workers)
 
 

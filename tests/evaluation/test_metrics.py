@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from aclecg_core.evaluation.metrics import bootstrap_rows, column_scores, paired_bootstrap
+from aclecg_core.evaluation.metrics import (
+    bootstrap_rows,
+    column_intervals,
+    column_scores,
+    paired_bootstrap,
+)
 
 
 def _labels_and_scores(rng: np.random.Generator, n: int, k: int = 1
@@ -63,3 +68,23 @@ def test_paired_bootstrap_of_a_scoring_against_itself_is_exactly_zero() -> None:
     assert same.auroc_diff == 0 and same.auroc_diff_ci == (0.0, 0.0)
     with pytest.raises(ValueError, match="must both be"):
         paired_bootstrap(y, a[0], a[0][:, :2])
+
+
+def test_column_intervals_match_a_naive_loop() -> None:
+    """Each class's AUROC interval, and the paired interval of a difference, resample the same
+    records for every column (and for both scorings)."""
+    rng = np.random.default_rng(3)
+    y, s = _labels_and_scores(rng, 50, k=2)
+    y[:, 2] = 0  # not evaluable: None
+    single = column_intervals(y, s[0], seed=4, n_bootstrap=25)
+    paired = column_intervals(y, s[0], s[1], seed=4, n_bootstrap=25)
+    assert single[2] is None and paired[2] is None
+    for c in (0, 1):
+        values, diffs = [], []
+        for rows in bootstrap_rows(len(y), 25, seed=4):
+            if 0 < y[rows, c].sum() < len(rows):
+                auc = [roc_auc_score(y[rows, c], draw[rows, c]) for draw in s]
+                values.append(auc[0])
+                diffs.append(auc[0] - auc[1])
+        assert single[c] == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
+        assert paired[c] == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])))

@@ -11,7 +11,7 @@ from aclecg_core.data.cohort import Cohort, RecordInfo
 from aclecg_core.data.leads import LEAD_INDEX
 from aclecg_core.data.loading import load_cohort
 from aclecg_core.data.synth import write_synthetic_cohort
-from aclecg_core.evaluation.regions import region_features, region_probe
+from aclecg_core.evaluation.regions import region_differences, region_features, region_probe
 from aclecg_core.evaluation.splits import patient_split
 from aclecg_core.method.model import EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
@@ -60,6 +60,31 @@ def test_each_constructed_infarct_is_found_in_its_own_region() -> None:
     assert all(row[CLASSES.index("AF")] is None for row in result.auroc)  # no AF: not evaluable
     assert "AF" not in result.best and result.positives["AF"] == 0
     assert result.positives["MI-INF"] == 8 and result.to_dict()["n_test"] == 40
+    assert "scores" not in result.to_dict() and result.n_val == 30
+    for row, cis in zip(result.auroc, result.auroc_ci, strict=True):  # each cell's interval
+        for value, ci in zip(row, cis, strict=True):
+            assert (ci is None) == (value is None)
+            assert ci is None or ci[0] <= value <= ci[1]
+    for cls, region in result.expected.items():  # own region minus the best other, paired
+        m = result.margin[cls]
+        assert m["region"] == region and m["other"] != region and m["diff"] > 0
+        assert m["ci"][0] <= m["diff"] <= m["ci"][1]
+
+
+def test_region_differences_pair_two_encoders_on_the_same_records() -> None:
+    parts = constructed_cohort(60, 1), constructed_cohort(30, 3), constructed_cohort(40, 2)
+    first, second = (region_probe(build_model(EncoderConfig(size="tiny"), seed=s), *parts,
+                                  CLASSES, n_bootstrap=30) for s in (0, 1))
+    same = region_differences(first, first, n_bootstrap=30)
+    assert all(d in (None, 0) for row in same["auroc_diff"] for d in row)
+    assert all(ci in (None, (0.0, 0.0)) for row in same["auroc_diff_ci"] for ci in row)
+    diff = region_differences(second, first, n_bootstrap=30)
+    i, c = 0, CLASSES.index("MI-INF")
+    assert diff["auroc_diff"][i][c] == pytest.approx(second.auroc[i][c] - first.auroc[i][c])
+    other = region_probe(build_model(EncoderConfig(size="tiny"), seed=0), *parts[:2],
+                         constructed_cohort(35, 2), CLASSES, n_bootstrap=0)
+    with pytest.raises(ValueError, match="cannot be paired"):
+        region_differences(other, first)
 
 
 @pytest.mark.slow

@@ -98,6 +98,25 @@ def test_amplitude_options_reach_the_preprocessing(tmp_path: Path) -> None:
     assert cfg.preprocessing["normalization"] == "record-zscore"
 
 
+def test_the_federation_preprocesses_as_aclecg_pretrain_unless_told_otherwise(
+        tmp_path: Path) -> None:
+    """One set of defaults: the shipped configs and a file without a preprocessing section get
+    ``aclecg pretrain``'s (5 s windows, one per 10 s); a key given overrides only itself."""
+    from aclecg_cli.main import build_parser
+    from aclecg_core.data.preprocess import PreprocessConfig
+
+    pretrain = build_parser().parse_args(["pretrain", "--data", "x", "--out", "y"])
+    study = PreprocessConfig(window_s=pretrain.window_s, stride_s=pretrain.stride_s,
+                             normalization=pretrain.normalization,
+                             rescale_amplitude=pretrain.rescale_amplitude).to_dict()
+    assert (study["window_s"], study["stride_s"]) == (5.0, 10.0)
+    for config_file in ("configs/default.yaml", _yaml(tmp_path, "cohort:\n  sites: 4\n")):
+        assert load_config({"config-file": config_file}, ROOT).preprocessing == study
+    cfg = load_config({"config-file": _yaml(tmp_path, "preprocessing:\n  window-s: 10.0\n")},
+                      ROOT)
+    assert {**cfg.preprocessing, "window_s": 5.0} == study
+
+
 def test_missing_yaml_file_is_named() -> None:
     with pytest.raises(ConfigError, match=r"'config-file': no such file .*nope\.yaml"):
         load_config({"config-file": "nope.yaml"}, ROOT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import aclecg_core.fed.probe as probe_module
@@ -37,6 +38,9 @@ def test_the_probe_loads_its_data_once_and_probes_the_rounds_asked_for(
     assert probe.cohorts() is first and len(loads) == 1
     assert first.classes and not ({r.patient_id for r in first.train.records}
                                   & {r.patient_id for r in first.test.records})
+    for part in (first.train, first.val, first.test):  # whole records, as aclecg probe's
+        assert part.preprocessing == {**cfg.preprocessing, "stride_s": None}
+        assert np.bincount(part.window_record).min() >= 2  # 5 s windows of >= 10 s records
     assert [r for r in range(8) if probe.due(r)] == [0, 3, 6, 7]
     assert not probe.lacks_round0(0) and probe.lacks_round0(1)
 

@@ -16,7 +16,7 @@ import wfdb
 from aclecg_core.data.leads import CANONICAL_LEADS
 from aclecg_core.data.synth.conditions import SYNTHETIC_CLASSES
 from aclecg_core.data.synth.generate import SyntheticRecord, generate_record
-from aclecg_core.data.synth.sites import synthetic_site_spec
+from aclecg_core.data.synth.sites import SiteSpec, reference_site_spec, synthetic_site_spec
 
 _CHUNK = 50
 LABEL_COLUMNS = ("record", "patient", "labels", "fs", "duration", "lead_reversal")
@@ -77,9 +77,9 @@ def write_record(record: SyntheticRecord, site_dir: Path, gain: float) -> None:
     (site_dir / dat).write_bytes(digital.astype("<i2").tobytes())
 
 
-def _write_chunk(out: Path, site: int, first: int, last: int, seed: int) -> list[dict[str, str]]:
+def _write_chunk(out: Path, spec: SiteSpec, first: int, last: int, seed: int
+                 ) -> list[dict[str, str]]:
     """Generate and write records ``first..last`` of one site; return their labels rows."""
-    spec = synthetic_site_spec(site, seed)
     site_dir = out / spec.name
     rows = []
     for number in range(first, last + 1):
@@ -94,21 +94,29 @@ def _write_chunk(out: Path, site: int, first: int, last: int, seed: int) -> list
 
 
 def write_synthetic_cohort(out: Path, sites: int = 4, records_per_site: int = 250, seed: int = 0,
-                           workers: int | None = None) -> SynthSummary:
+                           workers: int | None = None, reference_records: int = 0
+                           ) -> SynthSummary:
     """Write ``sites`` WFDB site folders ``out/site{k}/`` (k = 1..sites) of
-    ``records_per_site`` records each, plus ``labels.csv`` per site and ``out/cohort.json``.
+    ``records_per_site`` records each, plus ``labels.csv`` per site and ``out/cohort.json``;
+    ``reference_records`` > 0 adds site ``sites + 1`` with that many records and the reference
+    case mix (:func:`reference_site_spec`: every class common enough to be evaluated).
 
     Output is identical for equal arguments, whatever ``workers`` (processes; default: CPUs).
     """
-    if sites < 1 or records_per_site < 1:
-        raise ValueError(f"need at least one site and one record, got {sites} × {records_per_site}")
+    if sites < 1 or records_per_site < 1 or reference_records < 0:
+        raise ValueError(f"need at least one site and one record, got {sites} × {records_per_site}"
+                         f" (+ {reference_records} reference records)")
     start = time.perf_counter()
     out = Path(out)
-    specs = [synthetic_site_spec(k, seed) for k in range(1, sites + 1)]
+    sizes = {k: records_per_site for k in range(1, sites + 1)}
+    specs = [synthetic_site_spec(k, seed) for k in sizes]
+    if reference_records:
+        sizes[sites + 1] = reference_records
+        specs.append(reference_site_spec(sites + 1, seed))
     for spec in specs:
         (out / spec.name).mkdir(parents=True, exist_ok=True)
-    jobs = [(out, spec.index, first, min(first + _CHUNK - 1, records_per_site), seed)
-            for spec in specs for first in range(1, records_per_site + 1, _CHUNK)]
+    jobs = [(out, spec, first, min(first + _CHUNK - 1, sizes[spec.index]), seed)
+            for spec in specs for first in range(1, sizes[spec.index] + 1, _CHUNK)]
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     if n_workers == 1:
         results = [_write_chunk(*job) for job in jobs]
@@ -117,7 +125,7 @@ def write_synthetic_cohort(out: Path, sites: int = 4, records_per_site: int = 25
             results = list(pool.map(_write_chunk, *zip(*jobs, strict=True)))
     counts = dict.fromkeys(SYNTHETIC_CLASSES, 0)
     for spec in specs:
-        rows = [row for job, part in zip(jobs, results, strict=True) if job[1] == spec.index
+        rows = [row for job, part in zip(jobs, results, strict=True) if job[1] is spec
                 for row in part]
         with open(out / spec.name / "labels.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS)
@@ -129,12 +137,13 @@ def write_synthetic_cohort(out: Path, sites: int = 4, records_per_site: int = 25
     manifest = {
         "generator": "physics",
         "seed": seed,
-        "sites": sites,
+        "sites": len(specs),
         "records_per_site": records_per_site,
+        "reference_records": reference_records,
         "classes": list(SYNTHETIC_CLASSES),
         "site_specs": [{**asdict(spec), "name": spec.name} for spec in specs],
         "label_counts": counts,
     }
     (out / "cohort.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return SynthSummary(out=out, sites=sites, records=sites * records_per_site,
+    return SynthSummary(out=out, sites=len(specs), records=sum(sizes.values()),
                         seconds=time.perf_counter() - start, label_counts=counts)
