@@ -8,6 +8,7 @@ probe, run folder and audit trail live in ``aclecg_core``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from logging import INFO, WARNING
 from pathlib import Path
@@ -20,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.console import colour_only_on_terminals
-from aclecg_core.fed.evidence import write_region_evidence
+from aclecg_core.fed.evidence import write_holdout_evidence, write_region_evidence
 from aclecg_core.fed.probe import ServerProbe
 from aclecg_core.fed.rounds import fit_to_federation, settled_node_count
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
@@ -75,19 +76,29 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
     except BaseException as exc:
         folder.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    _write_region_evidence(cfg, run_dir, probe)
+    _write_evidence(cfg, run_dir, probe)
     _write_report(run_dir)
     return run_dir
 
 
-def _write_region_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe) -> None:
-    """The per-region probe of the final encoder; a failure costs the report panel, not the run."""
+def _write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe) -> None:
+    """The probe of round 0, the best and the final encoder on all the probe data, and the
+    per-region probe of the final encoder and round 0's; a failure costs the report its
+    panels, not the run."""
     try:
+        start = time.perf_counter()
+        holdout = write_holdout_evidence(cfg, run_dir, probe)
+        log(INFO, "[aclecg] probe of round 0, best, final on all %d test records: macro AUROC "
+            "%s (%.1f s)", holdout["n_test"],
+            " / ".join(f"{e['macro_auroc']:.3f}" for e in holdout["encoders"]),
+            time.perf_counter() - start)
+        start = time.perf_counter()
         result = write_region_evidence(cfg, run_dir, probe)
-    except (ValueError, OSError) as exc:
-        log(WARNING, "[aclecg] no per-region evidence: %s", exc)
+    except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
+        log(WARNING, "[aclecg] no hold-out evidence: %s", exc)
         return
-    log(INFO, "[aclecg] per-region probe: best region per class %s", result.best)
+    log(INFO, "[aclecg] per-region probe: best region per class %s (%.1f s)", result.best,
+        time.perf_counter() - start)
 
 
 def _write_report(run_dir: Path) -> None:

@@ -1,32 +1,106 @@
-"""Per-region evidence of a finished run: the region probe of its final encoder, as a file the
-report reads (``RUN_DIR/regions.json``)."""
+"""Evidence of a finished run on all of the server's probe data (the rounds are probed on
+``probe.round-records`` of them): the probe of round 0's random-init encoder, the best round's
+and the final one (``RUN_DIR/holdout.json``), and the per-region probe of the final encoder
+against round 0's (``RUN_DIR/regions.json``); the report reads both."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from aclecg_core.evaluation.regions import RegionProbeResult, region_probe
+import torch
+
+from aclecg_core.evaluation.reference import ReferenceProbe
+from aclecg_core.evaluation.regions import RegionProbeResult, region_differences, region_probe
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.probe import ServerProbe
-from aclecg_core.method.checkpoint import load_encoder
+from aclecg_core.method.checkpoint import checkpoint_paths, load_encoder
 from aclecg_core.method.device import pick_device
+from aclecg_core.method.model import AclEcgModel
 
 REGIONS_FILE = "regions.json"
+HOLDOUT_FILE = "holdout.json"
+ENCODERS = (("round 0", "round-0000"), ("best", "best"), ("final", "final"))
+
+
+def write_holdout_evidence(cfg: FederationConfig, run_dir: Path,
+                           probe: ServerProbe) -> dict[str, Any]:
+    """Probe round 0's, the best round's (chosen on the round probe's validation part) and the
+    final encoder on all the probe data, each later one paired with round 0 on the same test
+    records; write ``holdout.json`` and return its content."""
+    device = pick_device(cfg.run.device)
+    data, rounds = probe.cohorts(), probe.round_cohorts()
+    reference = ReferenceProbe(data.train, data.val, data.test, data.classes, seed=cfg.run.seed,
+                               n_bootstrap=cfg.probe.bootstrap, device=device)
+    encoders: list[dict[str, Any]] = []
+    done: dict[int, dict[str, Any]] = {}
+    for name, model, meta in _encoders(run_dir, device):
+        if meta["round"] in done:  # the best round is the final one (or round 0)
+            done[meta["round"]]["names"].append(name)
+            continue
+        if not encoders:
+            result, difference = reference.set_reference(model), None
+        else:
+            result, difference = reference.probe(model)
+        done[meta["round"]] = entry = {
+            "names": [name], "round": meta["round"], **result.to_dict(),
+            "vs_round0": None if difference is None else difference.to_dict()}
+        encoders.append(entry)
+    content = {
+        "classes": data.classes, "n_train": len(data.train.records),
+        "n_val": len(data.val.records), "n_test": len(data.test.records),
+        "positives": _positives(data.test, data.classes),
+        "val_positives": _positives(data.val, data.classes),
+        "round_records": {"n_train": len(rounds.train.records), "n_val": len(rounds.val.records),
+                          "n_test": len(rounds.test.records)},
+        "encoders": encoders,
+    }
+    _write(Path(run_dir) / HOLDOUT_FILE, content)
+    return content
 
 
 def write_region_evidence(cfg: FederationConfig, run_dir: Path,
                           probe: ServerProbe) -> RegionProbeResult:
-    """Probe each region of ``run_dir``'s final encoder on the server's probe data (those of
-    ``probe``, loaded once per run); write ``regions.json`` (``RegionProbeResult.to_dict()``
-    plus the round) and return the result."""
+    """Probe each region of ``run_dir``'s final encoder and of round 0's on all the probe data;
+    write ``regions.json``: the final encoder's ``RegionProbeResult.to_dict()`` with its round,
+    ``round0`` (the same for round 0's random-init encoder) and ``vs_round0`` (the paired
+    differences, :func:`region_differences`); return the final encoder's result."""
     device = pick_device(cfg.run.device)
-    model, meta = load_encoder(Path(run_dir) / "checkpoints" / "final", device)
     data = probe.cohorts()
-    result = region_probe(model, data.train, data.val, data.test, data.classes, device,
-                          seed=cfg.run.seed)
-    path = Path(run_dir) / REGIONS_FILE
+    results = {}
+    for name in ("round-0000", "final"):
+        model, meta = load_encoder(Path(run_dir) / "checkpoints" / name, device)
+        results[name] = (meta["round"], region_probe(
+            model, data.train, data.val, data.test, data.classes, device, seed=cfg.run.seed,
+            n_bootstrap=cfg.probe.bootstrap))
+    final_round, final = results["final"]
+    start = results["round-0000"][1]
+    _write(Path(run_dir) / REGIONS_FILE, {
+        "round": final_round, **final.to_dict(), "round0": start.to_dict(),
+        "vs_round0": region_differences(final, start, cfg.run.seed, cfg.probe.bootstrap)})
+    return final
+
+
+def _encoders(run_dir: Path, device: torch.device | str
+              ) -> list[tuple[str, AclEcgModel, dict[str, Any]]]:
+    """Round 0's, the best and the final checkpoint of the run (the best when there is one)."""
+    out = []
+    for name, file in ENCODERS:
+        path = Path(run_dir) / "checkpoints" / file
+        if name == "best" and not checkpoint_paths(path)[1].exists():
+            continue
+        model, meta = load_encoder(path, device)
+        out.append((name, model, meta))
+    return out
+
+
+def _positives(part: Any, classes: list[str]) -> dict[str, int]:
+    counts = part.record_label_matrix(classes).sum(axis=0)
+    return {c: int(n) for c, n in zip(classes, counts, strict=True)}
+
+
+def _write(path: Path, content: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"round": meta["round"], **result.to_dict()}, indent=2) + "\n")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
     tmp.replace(path)
-    return result

@@ -22,6 +22,8 @@ from aclecg_core.report.fmt import (
     fmt_value,
     parse_time,
 )
+from aclecg_core.report.holdout import HoldoutEvidence, holdout_section
+from aclecg_core.report.holdout import verdict as holdout_verdict
 from aclecg_core.report.regions import PLOT_NAME as REGION_PLOT
 from aclecg_core.report.regions import RegionEvidence, region_section
 from aclecg_core.report.runlog import RoundMetrics, RunMetrics, SiteSummary
@@ -145,7 +147,8 @@ def _method(flat: dict[str, Any] | None) -> str:
     return ", ".join(parts) or "not recorded in config.json"
 
 
-def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
+def _headline(m: RunMetrics, flat: dict[str, Any] | None,
+              holdout: HoldoutEvidence | None = None) -> Section:
     final, best = _final_probe(m), _best_probe(m)
     probed = [rd for rd in m.rounds if rd.probe is not None]
     tiles: list[tuple[str, str, str]] = []
@@ -185,6 +188,9 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
         if final.probe.c is not None:
             probe_data += (f"; C chosen each round on {fmt_int(final.probe.n_val)} validation "
                            f"records (round {final.round}: C = {final.probe.c:g})")
+        if holdout is not None and holdout.n_test != final.probe.n_test:
+            probe_data += (f"; round 0, the best and the final encoder also on the whole "
+                           f"hold-out ({fmt_int(holdout.n_test)} test records)")
 
     facts = Table(["", ""], [
         ["Run", m.name],
@@ -203,7 +209,7 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None) -> Section:
                       "rounds recorded so far.")
     if not probed:
         blocks.append("No round has a probe result yet, so there are no AUROC/AUPRC numbers.")
-    verdict = reference_statement(m)
+    verdict = (holdout and holdout_verdict(holdout)) or reference_statement(m)
     blocks += [Tiles(tiles)] + ([verdict] if verdict else []) + [facts]
     return Section("Summary", blocks)
 
@@ -401,15 +407,17 @@ def _privacy_section(flat: dict[str, Any] | None, audit_trail: str | None) -> Se
 
 
 def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path,
-                   audit_trail: str | None = None, regions: RegionEvidence | None = None
-                   ) -> list[Section]:
+                   audit_trail: str | None = None, regions: RegionEvidence | None = None,
+                   holdout: HoldoutEvidence | None = None) -> list[Section]:
     """All report sections (writing their figures into ``plots_dir``), in reading order;
     ``audit_trail``: the run folder's audit file to link, if it has one; ``regions``: the
-    per-region evidence of the final encoder, if the run has it."""
+    per-region evidence of the final encoder, ``holdout``: the probes on the whole hold-out,
+    if the run has them."""
     flat = None if config is None else flatten_config(config)
     builders: list[Callable[[], Section | None]] = [
-        lambda: _headline(m, flat),
+        lambda: _headline(m, flat, holdout),
         lambda: _probe_section(m, plots_dir),
+        lambda: holdout_section(holdout),
         lambda: _per_class_section(m, plots_dir),
         lambda: region_section(regions, plots_dir),
         lambda: _training_section(m, plots_dir),

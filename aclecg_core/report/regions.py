@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aclecg_core.report import plots
-from aclecg_core.report.blocks import Image, Section
-from aclecg_core.report.runlog import ReportError, _Reader
+from aclecg_core.report.blocks import Image, Section, Table
+from aclecg_core.report.fmt import fmt_diff_ci, fmt_int, fmt_score_ci
+from aclecg_core.report.runlog import Interval, ReportError, _Reader
 
 REGIONS_FILE = "regions.json"
 PLOT_NAME = "region-auroc.png"
-FEW_POSITIVES = 5  # below this many positive test records a class's AUROC is weak evidence
+FEW_POSITIVES = 30  # below this many positive test records a class's AUROC is weak evidence
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,21 @@ class RegionEvidence:
     holds: dict[str, bool]
     positives: dict[str, int]
     n_test: int | None
+    margin: dict[str, Margin] = field(default_factory=dict)
+    auroc_ci: list[list[Interval | None]] = field(default_factory=list)
+    round0: RegionEvidence | None = None
+    diff: list[list[float]] = field(default_factory=list)  # minus round 0
+    diff_ci: list[list[Interval | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Margin:
+    """A class's own region's AUROC minus the best other region's, with its paired interval."""
+
+    region: str
+    other: str
+    diff: float
+    ci: Interval | None
 
 
 def load_region_evidence(run_dir: Path) -> RegionEvidence | None:
@@ -45,25 +63,56 @@ def load_region_evidence(run_dir: Path) -> RegionEvidence | None:
         d = r.obj(json.loads(path.read_text(encoding="utf-8")), "top level")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: cannot be read as JSON: {exc}") from exc
-    regions = [str(x) for x in r.items(d, "regions", "top level")]
-    classes = [str(x) for x in r.items(d, "classes", "top level")]
-    rows = r.items(d, "auroc", "top level")
-    if len(rows) != len(regions) or any(not isinstance(row, list) or len(row) != len(classes)
-                                        for row in rows):
-        raise r.fail("auroc", f"expected {len(regions)} rows of {len(classes)} values")
-    auroc = [[_score(r, v) for v in row] for row in rows]
-    leads = r.obj(d.get("region_leads") or {}, "region_leads")
-    best = r.obj(d.get("best") or {}, "best")
-    positives = r.obj(d.get("positives") or {}, "positives")
-    return RegionEvidence(
-        round=r.count(d, "round", "top level"), regions=regions,
+    evidence = _evidence(r, d, "top level")
+    if d.get("round0") is not None:
+        start = _evidence(r, r.obj(d["round0"], "round0"), "round0")
+        changes = r.obj(d.get("vs_round0") or {}, "vs_round0")
+        evidence = replace(evidence, round0=start,
+                           diff=_grid(r, changes, "auroc_diff", evidence, _score),
+                           diff_ci=_grid(r, changes, "auroc_diff_ci", evidence, _interval))
+    return evidence
+
+
+def _evidence(r: _Reader, d: dict[str, Any], where: str) -> RegionEvidence:
+    regions = [str(x) for x in r.items(d, "regions", where)]
+    classes = [str(x) for x in r.items(d, "classes", where)]
+    leads = r.obj(d.get("region_leads") or {}, f"{where}.region_leads")
+    best = r.obj(d.get("best") or {}, f"{where}.best")
+    positives = r.obj(d.get("positives") or {}, f"{where}.positives")
+    margins = r.obj(d.get("margin") or {}, f"{where}.margin")
+    e = RegionEvidence(
+        round=r.count(d, "round", where), regions=regions,
         region_leads={str(k): [str(x) for x in v] for k, v in leads.items()},
-        classes=classes, auroc=auroc,
-        expected={str(k): str(v) for k, v in r.obj(d.get("expected") or {}, "expected").items()},
-        best={str(k): [str(x) for x in r.items(best, k, "best")] for k in best},
-        holds={str(k): bool(v) for k, v in r.obj(d.get("holds") or {}, "holds").items()},
-        positives={str(k): r.count(positives, k, "positives") or 0 for k in positives},
-        n_test=r.count(d, "n_test", "top level"))
+        classes=classes, auroc=[],
+        expected={str(k): str(v) for k, v in r.obj(d.get("expected") or {},
+                                                    f"{where}.expected").items()},
+        best={str(k): [str(x) for x in r.items(best, k, f"{where}.best")] for k in best},
+        holds={str(k): bool(v) for k, v in r.obj(d.get("holds") or {}, f"{where}.holds").items()},
+        positives={str(k): r.count(positives, k, f"{where}.positives") or 0 for k in positives},
+        n_test=r.count(d, "n_test", where),
+        margin={str(k): Margin(str(m.get("region")), str(m.get("other")),
+                               _score(r, m.get("diff")), r.interval(m, "ci", f"margin.{k}"))
+                for k, m in ((k, r.obj(v, f"{where}.margin.{k}")) for k, v in margins.items())})
+    auroc = _grid(r, d, "auroc", e, _score)
+    if not auroc:
+        raise r.fail(f"{where}.auroc", f"expected {len(regions)} rows of {len(classes)} values")
+    return replace(e, auroc=auroc, auroc_ci=_grid(r, d, "auroc_ci", e, _interval))
+
+
+def _grid(r: _Reader, d: dict[str, Any], key: str, e: RegionEvidence,
+          cell: Callable[[_Reader, Any], T]) -> list[list[T]]:
+    """The region × class grid ``d[key]`` (empty when absent) read cell by cell."""
+    rows = r.items(d, key, key)
+    if not rows and key != "auroc":
+        return []
+    if len(rows) != len(e.regions) or any(not isinstance(row, list)
+                                          or len(row) != len(e.classes) for row in rows):
+        raise r.fail(key, f"expected {len(e.regions)} rows of {len(e.classes)} values")
+    return [[cell(r, v) for v in row] for row in rows]
+
+
+def _interval(r: _Reader, value: Any) -> Interval | None:
+    return r.interval({"ci": value}, "ci", "interval")
 
 
 def _score(r: _Reader, value: Any) -> float:
@@ -93,8 +142,13 @@ def reading(e: RegionEvidence) -> str:
             f"(AUROC range {spread[widest]:.2f}).")
 
 
-def expectation(e: RegionEvidence) -> str:
-    """Whether each class with a known region is detected best from its own region's leads."""
+def _held(e: RegionEvidence) -> int:
+    return sum(e.holds.values())
+
+
+def expectation(e: RegionEvidence, who: str = "this run") -> str:
+    """Whether each class with a known region is detected best from its own region's leads
+    (by ``who``'s encoder), with each margin over the best other region where recorded."""
     if not e.expected:
         return ("No probe class has a known region (the synthetic cohort's regional infarcts "
                 "MI-INF/SEP/ANT/LAT do), so this run cannot show whether each regional "
@@ -102,25 +156,64 @@ def expectation(e: RegionEvidence) -> str:
     checks, missing = [], []
     for cls, region in e.expected.items():
         others = [b for b in e.best.get(cls, []) if b != region]
+        m = e.margin.get(cls)
+        by = "" if m is None else f" by {fmt_diff_ci(m.diff, m.ci)}"
         if cls not in e.holds:
             missing.append(cls)
         elif e.holds[cls]:
             checks.append(f"{cls} from {region} ✓" + (f" (tied with {', '.join(others)})"
-                                                       if others else ""))
+                                                       if others else by))
         else:
-            checks.append(f"{cls} from {'/'.join(others)} instead of {region} ✗")
-    held = sum(e.holds.values())
+            checks.append(f"{cls} from {'/'.join(others)} instead of {region} ✗{by}")
+    held = _held(e)
     verdict = ("holds" if held == len(e.holds) and not missing and held else
                "does not hold" if not held else "holds only in part")
     text = (f"Each regional infarct detected best from its own region's leads: {verdict} for "
-            f"this run ({held} of {len(e.expected)}: {', '.join(checks) or 'none evaluable'}).")
+            f"{who} ({held} of {len(e.expected)}: {', '.join(checks) or 'none evaluable'}).")
     if missing:
         text += f" Not evaluable on the test split: {', '.join(missing)}."
     few = [f"{c} {e.positives[c]}" for c in e.holds if e.positives.get(c, 0) < FEW_POSITIVES]
     if few:
-        text += (f" Weak evidence: few positive test records ({', '.join(few)}), where an "
-                 "AUROC of 1.00 comes easily.")
+        text += (f" Weak evidence: fewer than {FEW_POSITIVES} positive test records "
+                 f"({', '.join(few)}).")
     return text
+
+
+def against_round0(e: RegionEvidence) -> list[str | Table]:
+    """The final encoder's regional-infarct evidence next to round 0's random-init encoder
+    (probed the same way on the same records): what training changed, with paired intervals."""
+    start = e.round0
+    if start is None or not e.expected:
+        return []
+    rows = []
+    for cls, region in e.expected.items():
+        r, c = e.regions.index(region), e.classes.index(cls)
+        cells = []
+        for ev in (e, start):
+            ci = ev.auroc_ci[r][c] if ev.auroc_ci else None
+            m = ev.margin.get(cls)
+            cells += [fmt_score_ci(ev.auroc[r][c], ci),
+                      "–" if m is None else fmt_diff_ci(m.diff, m.ci)]
+        change = fmt_diff_ci(e.diff[r][c], e.diff_ci[r][c]) if e.diff else "–"
+        rows.append([cls, region, fmt_int(e.positives.get(cls)), *cells, change])
+    table = Table(["Class", "Own region", "Test positives", "Final: AUROC [95 % CI]",
+                   "Final: own − best other", "Round 0: AUROC [95 % CI]",
+                   "Round 0: own − best other", "Own region: final − round 0"], rows,
+                  right={2, 3, 4, 5, 6, 7})
+    held, held0 = _held(e), _held(start)
+    if held0 and held0 >= held:
+        reading = (f"Round 0's random-init encoder already detects {held0} of "
+                   f"{len(e.expected)} regional infarcts best from their own region (the final "
+                   f"one: {held}): each region's features come from its own leads only, so the "
+                   "panel shows the encoder's lead grouping, not what federated pretraining "
+                   "learned. What pretraining changed is the last column (paired bootstrap 95 % "
+                   "intervals on the same test records).")
+    else:
+        reading = (f"Round 0's random-init encoder detects {held0} of {len(e.expected)} "
+                   f"regional infarcts best from their own region, the final one {held}: the "
+                   "difference is what federated pretraining added (last column: paired "
+                   "bootstrap 95 % intervals on the same test records).")
+    return [expectation(start, "round 0's random-init encoder"), table, reading]
 
 
 def region_section(e: RegionEvidence | None, plots_dir: Path) -> Section | None:
@@ -130,11 +223,13 @@ def region_section(e: RegionEvidence | None, plots_dir: Path) -> Section | None:
     path = plots.plot_region_heatmap(e.regions, e.classes, e.auroc, plots_dir / PLOT_NAME)
     leads = "; ".join(f"{k}: {', '.join(v)}" for k, v in e.region_leads.items())
     after = "" if e.round is None else f" after round {e.round}"
+    who = "this run" if e.round0 is None else "the final encoder"
     return Section("Per-region evidence", [
         f"A linear probe of the final encoder{after} on each anatomical region's features "
         f"alone ({leads}), test AUROC per class on {e.n_test} test records; framed: the best "
         "region(s) of each class, blank: not evaluable.",
         Image(path, "Region × class AUROC of the final encoder"),
         f"Reading: {reading(e)}",
-        expectation(e),
+        expectation(e, who),
+        *against_round0(e),
     ])

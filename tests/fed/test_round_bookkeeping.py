@@ -45,6 +45,27 @@ def test_the_probe_loads_its_data_once_and_probes_the_rounds_asked_for(
     assert not probe.lacks_round0(0) and probe.lacks_round0(1)
 
 
+def test_rounds_are_probed_on_a_fixed_share_of_a_reference_hold_out(tmp_path: Path) -> None:
+    """probe.holdout-records: the hold-out site has that many records with the reference case
+    mix; probe.round-records: every round sees the same share of each part of them."""
+    yaml = tmp_path / "sites.yaml"
+    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 4\n  cache-dir: {tmp_path}/c\n"
+                    "probe:\n  holdout-records: 60\n  round-records: 30\n  val-fraction: 0.4\n")
+    cfg = load_config({"config-file": str(yaml), "seed": 1}, ROOT)
+    assert cfg.synthetic_dir().name == "seed-0-2x4+ref60"
+    probe = ServerProbe(cfg)
+    full, rounds = probe.cohorts(), probe.round_cohorts()
+    assert full.records == 60 and rounds is probe.round_cohorts()
+    labels = full.train.record_label_matrix(full.classes)
+    assert labels[:, 1:].mean() > 0.08  # every abnormal class at ~13 %, not the sites' 3-10 %
+    for part, share in zip((full.train, full.val, full.test),
+                           (rounds.train, rounds.val, rounds.test), strict=True):
+        ids = {r.record_id for r in share.records}
+        assert ids <= {r.record_id for r in part.records}
+        assert len(ids) == round(len(part.records) / 2)
+    assert full.subset(0, 1) is full and full.subset(60, 1) is full
+
+
 def test_a_round_record_holds_the_entries_and_the_exchange() -> None:
     record = RoundRecord.asked([3, 1, 2], sent_sha256="abc", secure_aggregation=False)
     record.answer({"site": "site1", "loss": 1.0}, {"site": "site1", "records": None}, 1, "d1")

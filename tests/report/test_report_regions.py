@@ -27,7 +27,7 @@ def regions_json(holds: bool = True) -> dict[str, Any]:
             "best": {"NSR": ["lateral"], "MI-INF": ["inferior"],
                      "MI-SEP": ["septal" if holds else "anterior"]},
             "holds": {"MI-INF": True, "MI-SEP": holds},
-            "positives": {"NSR": 12, "MI-INF": 6, "MI-SEP": 5, "AF": 0}}
+            "positives": {"NSR": 42, "MI-INF": 36, "MI-SEP": 35, "AF": 0}}
 
 
 def run_folder(tmp_path: Path, regions: dict[str, Any] | None) -> Path:
@@ -64,7 +64,7 @@ def test_the_statement_says_when_a_region_expectation_fails(tmp_path: Path) -> N
     evidence = load_region_evidence(tmp_path)
     assert evidence is not None and "holds for this run" in expectation(evidence)
     assert "MI-SEP from septal ✓ (tied with anterior)" in expectation(evidence)
-    assert "Weak evidence: few positive test records (MI-SEP 2)" in expectation(evidence)
+    assert "Weak evidence: fewer than 30 positive test records (MI-SEP 2)" in expectation(evidence)
     assert "MI-SEP septal/anterior (0.91)" in reading(evidence)
     no_regional = {**regions_json(), "expected": {}, "holds": {}}
     (tmp_path / "regions.json").write_text(json.dumps(no_regional))
@@ -78,3 +78,34 @@ def test_runs_without_regions_have_no_panel_and_bad_files_are_named(tmp_path: Pa
     (tmp_path / "regions.json").write_text(json.dumps({**regions_json(), "auroc": [[0.5]]}))
     with pytest.raises(ReportError, match=r"regions\.json: auroc"):
         write_report(tmp_path)
+
+
+def test_the_panel_sets_the_final_encoder_against_round_0(tmp_path: Path) -> None:
+    """With round 0's probe: its own verdict, each regional infarct's AUROC, margin over the best
+    other region and change from round 0 with intervals, and the reading that follows."""
+    final = {**regions_json(), "auroc_ci": [[[0.6, 0.8], [0.9, 0.99], [0.5, 0.7], None]] * 4,
+             "margin": {"MI-INF": {"region": "inferior", "other": "lateral", "diff": 0.33,
+                                   "ci": [0.2, 0.45]}}}
+    start = {**regions_json(), "round": 0}
+    diff = [[0.0, 0.12, -0.05, None]] * 4
+    diff_ci = [[[-0.1, 0.1], [0.04, 0.2], [-0.15, 0.04], None]] * 4
+    folder = run_folder(tmp_path, {**final, "round0": start,
+                                   "vs_round0": {"auroc_diff": diff, "auroc_diff_ci": diff_ci}})
+    evidence = load_region_evidence(folder)
+    assert evidence is not None and evidence.round0 is not None
+    assert evidence.margin["MI-INF"].ci == (0.2, 0.45)
+    text = write_report(folder)[0].read_text()
+    assert "holds for the final encoder (2 of 2: MI-INF from inferior ✓ by +0.330 " \
+           "[+0.200, +0.450]" in text
+    assert "holds for round 0's random-init encoder (2 of 2" in text
+    assert "| MI-INF | inferior | 36 | 0.950 [0.900–0.990] | +0.330 [+0.200, +0.450] | 0.950 |" \
+           in text and "+0.120 [+0.040, +0.200]" in text
+    assert "already detects 2 of 2 regional infarcts best from their own region" in text
+    start["holds"] = {"MI-INF": False, "MI-SEP": False}
+    (tmp_path / "regions.json").write_text(json.dumps({**final, "round0": start}))
+    assert "detects 0 of 2 regional infarcts best from their own region, the final one 2" in \
+        write_report(folder)[0].read_text()
+    (tmp_path / "regions.json").write_text(json.dumps(
+        {**final, "round0": start, "vs_round0": {"auroc_diff": [[0.1]]}}))
+    with pytest.raises(ReportError, match="auroc_diff: expected 4 rows of 4 values"):
+        write_report(folder)
