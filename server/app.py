@@ -21,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.console import colour_only_on_terminals
-from aclecg_core.fed.evidence import write_holdout_evidence, write_region_evidence
+from aclecg_core.fed.evidence import write_evidence
 from aclecg_core.fed.probe import ServerProbe
 from aclecg_core.fed.rounds import fit_to_federation, settled_node_count
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
@@ -85,19 +85,15 @@ def _write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe) ->
     """The probe of round 0, the best and the final encoder on all the probe data, and the
     per-region probe of the final encoder and round 0's; a failure costs the report its
     panels, not the run."""
+    start = time.perf_counter()
     try:
-        start = time.perf_counter()
-        holdout = write_holdout_evidence(cfg, run_dir, probe)
-        log(INFO, "[aclecg] probe of round 0, best, final on all %d test records: macro AUROC "
-            "%s (%.1f s)", holdout["n_test"],
-            " / ".join(f"{e['macro_auroc']:.3f}" for e in holdout["encoders"]),
-            time.perf_counter() - start)
-        start = time.perf_counter()
-        result = write_region_evidence(cfg, run_dir, probe)
+        holdout, regions = write_evidence(cfg, run_dir, probe)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
         log(WARNING, "[aclecg] no hold-out evidence: %s", exc)
         return
-    log(INFO, "[aclecg] per-region probe: best region per class %s (%.1f s)", result.best,
+    log(INFO, "[aclecg] round 0 / best / final on all %d test records: macro AUROC %s; best "
+        "region per class %s (%.1f s)", holdout["n_test"],
+        " / ".join(f"{e['macro_auroc']:.3f}" for e in holdout["encoders"]), regions.best,
         time.perf_counter() - start)
 
 

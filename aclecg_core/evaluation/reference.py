@@ -149,20 +149,22 @@ class ReferenceProbe:
         self.seed, self.n_bootstrap, self.device, self.c_grid = seed, n_bootstrap, device, c_grid
         self.reference_scores: np.ndarray | None = None
 
-    def _fit(self, model: AclEcgModel) -> tuple[ProbeResult, np.ndarray, np.ndarray]:
-        data = split_features(model, *self.parts, self.classes, self.device)
+    def _fit(self, model: AclEcgModel | ProbeData) -> tuple[ProbeResult, np.ndarray, np.ndarray]:
+        data = (model if isinstance(model, ProbeData)
+                else split_features(model, *self.parts, self.classes, self.device))
         fit = fit_probe(data, self.c_grid)
         result = probe_result(data, fit, self.classes, self.seed, self.n_bootstrap)
         return result, fit.test_scores, data.test_y
 
-    def set_reference(self, model: AclEcgModel) -> ProbeResult:
-        """Probe the reference encoder and keep its test scores."""
+    def set_reference(self, model: AclEcgModel | ProbeData) -> ProbeResult:
+        """Probe the reference encoder (or its features of the parts) and keep its test
+        scores."""
         result, self.reference_scores, _ = self._fit(model)
         return result
 
-    def probe(self, model: AclEcgModel) -> tuple[ProbeResult, PairedDifference | None]:
-        """Probe ``model``; its difference from the reference (``model`` minus reference),
-        ``None`` while no reference was probed."""
+    def probe(self, model: AclEcgModel | ProbeData) -> tuple[ProbeResult, PairedDifference | None]:
+        """Probe ``model`` (or its features of the parts); its difference from the reference
+        (``model`` minus reference), ``None`` while no reference was probed."""
         result, scores, test_y = self._fit(model)
         if self.reference_scores is None:
             return result, None

@@ -10,6 +10,7 @@ region (the synthetic cohort's regional infarcts) the expectation is that their 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from aclecg_core.data.cohort import Cohort
+from aclecg_core.data.leads import CANONICAL_LEADS
 from aclecg_core.data.synth.conditions import MI_REGIONS
 from aclecg_core.evaluation.metrics import column_intervals, column_scores
 from aclecg_core.evaluation.probe import ProbeData, aggregate_by_record, fit_probe, record_labels
@@ -59,37 +61,61 @@ class RegionProbeResult:
 
 
 @torch.no_grad()
-def region_features(model: AclEcgModel, cohort: Cohort, device: str | torch.device = "cpu",
-                    batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Record-level features of each region: region name -> (n_records, F_r) float32."""
+def record_lead_features(model: AclEcgModel, cohort: Cohort, device: str | torch.device = "cpu",
+                         batch_size: int = 256) -> np.ndarray:
+    """Each record's per-lead encoder features, averaged over its windows: (n_records, 12, D)
+    float32. Region and global features are linear poolings of them
+    (:func:`region_features`, :func:`global_features`), so one encoder pass serves both."""
     was_training = model.training
     model.to(device).eval()
-    regions = model.encoder.regions
-    pooled_form = model.config.representation == "regions"
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in regions.names}
+    chunks = [np.zeros((0, len(CANONICAL_LEADS) * model.encoder.embed_dim), dtype=np.float32)]
     for begin in range(0, len(cohort), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(cohort.signals[begin : begin + batch_size]))
-        leads = model.encoder(x.to(device, torch.float32)).float().cpu()
-        pooled = model.encoder.pool_regions(leads)
-        for r, (name, group) in enumerate(zip(regions.names, regions.leads, strict=True)):
-            own = pooled[:, r] if pooled_form else leads[:, list(group)]
-            parts[name].append(own.flatten(1).numpy())
+        chunks.append(model.encoder(x.to(device, torch.float32)).float().cpu().flatten(1).numpy())
     model.train(was_training)
-    n = len(cohort.records)
-    return {name: aggregate_by_record(np.concatenate(chunks), cohort.window_record, n)
-            for name, chunks in parts.items()}
+    features = aggregate_by_record(np.concatenate(chunks), cohort.window_record,
+                                   len(cohort.records))
+    return features.reshape(len(cohort.records), len(CANONICAL_LEADS), -1)
+
+
+@torch.no_grad()
+def global_features(model: AclEcgModel, leads: np.ndarray) -> np.ndarray:
+    """The record-level global representation (``model.embed`` averaged over each record's
+    windows) from :func:`record_lead_features`: (n_records, embed_dim) float32."""
+    return model.encoder.pool_global(torch.from_numpy(leads)).numpy()
+
+
+@torch.no_grad()
+def region_features(model: AclEcgModel, cohort: Cohort, device: str | torch.device = "cpu",
+                    batch_size: int = 256, leads: np.ndarray | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Record-level features of each region: region name -> (n_records, F_r) float32;
+    ``leads``: the cohort's :func:`record_lead_features`, if already computed."""
+    if leads is None:
+        leads = record_lead_features(model, cohort, device, batch_size)
+    regions = model.encoder.regions
+    lead_features = torch.from_numpy(leads)
+    pooled = model.encoder.pool_regions(lead_features)
+    pooled_form = model.config.representation == "regions"
+    return {name: (pooled[:, r] if pooled_form else lead_features[:, list(group)]
+                   ).flatten(1).numpy()
+            for r, (name, group) in enumerate(zip(regions.names, regions.leads, strict=True))}
 
 
 def region_probe(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort,
                  classes: list[str], device: str | torch.device = "cpu",
-                 seed: int = 0, n_bootstrap: int = 200) -> RegionProbeResult:
+                 seed: int = 0, n_bootstrap: int = 200,
+                 leads: Sequence[np.ndarray] | None = None) -> RegionProbeResult:
     """A linear probe per region (its features alone) and class, trained on ``train`` with its
     regularisation chosen on ``val``, scored on ``test`` (intervals: ``n_bootstrap``
-    replicates of the test records)."""
+    replicates of the test records); ``leads``: the three parts' :func:`record_lead_features`,
+    if already computed."""
     if len(train) == 0 or len(val) == 0 or len(test) == 0:
         raise ValueError("the region probe needs windows in train, validation and test")
-    xs = [region_features(model, part, device) for part in (train, val, test)]
-    ys = [record_labels(part, classes) for part in (train, val, test)]
+    parts = (train, val, test)
+    xs = [region_features(model, part, device, leads=None if leads is None else leads[i])
+          for i, part in enumerate(parts)]
+    ys = [record_labels(part, classes) for part in parts]
     names = list(model.encoder.regions.names)
     rows: list[list[float | None]] = []
     scores: dict[str, np.ndarray] = {}

@@ -9,10 +9,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from aclecg_core.evaluation.probe import ProbeData, record_labels
 from aclecg_core.evaluation.reference import ReferenceProbe
-from aclecg_core.evaluation.regions import RegionProbeResult, region_differences, region_probe
+from aclecg_core.evaluation.regions import (
+    RegionProbeResult,
+    global_features,
+    record_lead_features,
+    region_differences,
+    region_probe,
+)
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.probe import ServerProbe
 from aclecg_core.method.checkpoint import checkpoint_paths, load_encoder
@@ -24,62 +32,56 @@ HOLDOUT_FILE = "holdout.json"
 ENCODERS = (("round 0", "round-0000"), ("best", "best"), ("final", "final"))
 
 
-def write_holdout_evidence(cfg: FederationConfig, run_dir: Path,
-                           probe: ServerProbe) -> dict[str, Any]:
+def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe
+                   ) -> tuple[dict[str, Any], RegionProbeResult]:
     """Probe round 0's, the best round's (chosen on the round probe's validation part) and the
     final encoder on all the probe data, each later one paired with round 0 on the same test
-    records; write ``holdout.json`` and return its content."""
+    records (``holdout.json``), and each region of round 0's and the final encoder
+    (``regions.json``: the final encoder's ``RegionProbeResult.to_dict()`` with its round,
+    ``round0`` the same for round 0, ``vs_round0`` the paired differences,
+    :func:`region_differences`). One encoder pass per encoder serves both probes. Returns
+    ``holdout.json``'s content and the final encoder's region probe."""
     device = pick_device(cfg.run.device)
     data, rounds = probe.cohorts(), probe.round_cohorts()
-    reference = ReferenceProbe(data.train, data.val, data.test, data.classes, seed=cfg.run.seed,
+    parts = (data.train, data.val, data.test)
+    labels = [record_labels(part, data.classes) for part in parts]
+    reference = ReferenceProbe(*parts, data.classes, seed=cfg.run.seed,
                                n_bootstrap=cfg.probe.bootstrap, device=device)
     encoders: list[dict[str, Any]] = []
     done: dict[int, dict[str, Any]] = {}
+    regions: dict[str, tuple[int, RegionProbeResult]] = {}
     for name, model, meta in _encoders(run_dir, device):
         if meta["round"] in done:  # the best round is the final one (or round 0)
             done[meta["round"]]["names"].append(name)
-            continue
-        if not encoders:
-            result, difference = reference.set_reference(model), None
         else:
-            result, difference = reference.probe(model)
-        done[meta["round"]] = entry = {
-            "names": [name], "round": meta["round"], **result.to_dict(),
-            "vs_round0": None if difference is None else difference.to_dict()}
-        encoders.append(entry)
-    content = {
+            leads = [record_lead_features(model, part, device) for part in parts]
+            features = ProbeData(*(array for lead, y in zip(leads, labels, strict=True)
+                                   for array in (global_features(model, lead), y)))
+            result, difference = (reference.set_reference(features), None) if not encoders \
+                else reference.probe(features)
+            done[meta["round"]] = entry = {
+                "names": [name], "round": meta["round"], **result.to_dict(),
+                "vs_round0": None if difference is None else difference.to_dict()}
+            encoders.append(entry)
+        if name != "best":
+            regions[name] = meta["round"], region_probe(
+                model, *parts, data.classes, device, seed=cfg.run.seed,
+                n_bootstrap=cfg.probe.bootstrap, leads=leads)
+    holdout = {
         "classes": data.classes, "n_train": len(data.train.records),
         "n_val": len(data.val.records), "n_test": len(data.test.records),
-        "positives": _positives(data.test, data.classes),
-        "val_positives": _positives(data.val, data.classes),
+        "positives": _positives(labels[2], data.classes),
+        "val_positives": _positives(labels[1], data.classes),
         "round_records": {"n_train": len(rounds.train.records), "n_val": len(rounds.val.records),
                           "n_test": len(rounds.test.records)},
         "encoders": encoders,
     }
-    _write(Path(run_dir) / HOLDOUT_FILE, content)
-    return content
-
-
-def write_region_evidence(cfg: FederationConfig, run_dir: Path,
-                          probe: ServerProbe) -> RegionProbeResult:
-    """Probe each region of ``run_dir``'s final encoder and of round 0's on all the probe data;
-    write ``regions.json``: the final encoder's ``RegionProbeResult.to_dict()`` with its round,
-    ``round0`` (the same for round 0's random-init encoder) and ``vs_round0`` (the paired
-    differences, :func:`region_differences`); return the final encoder's result."""
-    device = pick_device(cfg.run.device)
-    data = probe.cohorts()
-    results = {}
-    for name in ("round-0000", "final"):
-        model, meta = load_encoder(Path(run_dir) / "checkpoints" / name, device)
-        results[name] = (meta["round"], region_probe(
-            model, data.train, data.val, data.test, data.classes, device, seed=cfg.run.seed,
-            n_bootstrap=cfg.probe.bootstrap))
-    final_round, final = results["final"]
-    start = results["round-0000"][1]
+    _write(Path(run_dir) / HOLDOUT_FILE, holdout)
+    (final_round, final), (_, start) = regions["final"], regions["round 0"]
     _write(Path(run_dir) / REGIONS_FILE, {
         "round": final_round, **final.to_dict(), "round0": start.to_dict(),
         "vs_round0": region_differences(final, start, cfg.run.seed, cfg.probe.bootstrap)})
-    return final
+    return holdout, final
 
 
 def _encoders(run_dir: Path, device: torch.device | str
@@ -95,9 +97,8 @@ def _encoders(run_dir: Path, device: torch.device | str
     return out
 
 
-def _positives(part: Any, classes: list[str]) -> dict[str, int]:
-    counts = part.record_label_matrix(classes).sum(axis=0)
-    return {c: int(n) for c, n in zip(classes, counts, strict=True)}
+def _positives(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    return {c: int(n) for c, n in zip(classes, labels.sum(axis=0), strict=True)}
 
 
 def _write(path: Path, content: dict[str, Any]) -> None:

@@ -152,21 +152,33 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None,
     final, best = _final_probe(m), _best_probe(m)
     probed = [rd for rd in m.rounds if rd.probe is not None]
     tiles: list[tuple[str, str, str]] = []
-    if final and final.probe:
-        p = final.probe
-        which = "Final" if m.status == "finished" and final.round == m.final_round else "Latest"
+    # the final and best encoders' probes: on the whole hold-out where the run has it
+    shown = {name: (rd.round, rd.probe) for name, rd in (("final", final), ("best", best))
+             if rd is not None and rd.probe is not None}
+    where = ""
+    if holdout is not None and holdout.named("final") is not None:
+        shown.update({name: (e.round, e.probe) for name in ("final", "best")
+                      if (e := holdout.named(name)) is not None})
+        where = " · whole hold-out"
+    which = "Final"
+    if "final" in shown:
+        number, p = shown["final"]
+        which = "Final" if m.status == "finished" and number == m.final_round else "Latest"
         tiles.append((f"{which} macro AUROC", fmt_score(p.macro_auroc),
-                      f"95 % CI {fmt_ci(p.auroc_ci)} · round {final.round}"))
+                      f"95 % CI {fmt_ci(p.auroc_ci)} · round {number}{where}"))
         tiles.append((f"{which} macro AUPRC", fmt_score(p.macro_auprc),
-                      f"95 % CI {fmt_ci(p.auprc_ci)} · round {final.round}"))
-    if best and best.probe:
-        chosen = "chosen on validation · " if best.probe.val_auroc is not None else ""
-        tiles.append(("Best round's macro AUROC", fmt_score(best.probe.macro_auroc),
-                      f"round {best.round} ({chosen}AUPRC {fmt_score(best.probe.macro_auprc)})"))
-    if final and final.probe and final.probe.vs_round0:
-        d = final.probe.vs_round0
+                      f"95 % CI {fmt_ci(p.auprc_ci)} · round {number}{where}"))
+    if "best" in shown and best is not None and best.probe is not None:
+        number, p = shown["best"]
+        chosen = (f"chosen on {fmt_int(best.probe.n_val)} validation records · "
+                  if best.probe.val_auroc is not None else "")
+        tiles.append(("Best round's macro AUROC", fmt_score(p.macro_auroc),
+                      f"round {number} ({chosen}AUPRC {fmt_score(p.macro_auprc)}){where}"))
+    d = shown["final"][1].vs_round0 if "final" in shown else None
+    if d is not None:
         tiles.append((f"{which} − round 0 (random init)", fmt_diff_ci(d.auroc_diff, None),
-                      f"macro AUROC · paired 95 % CI {fmt_signed_interval(d.auroc_diff_ci)}"))
+                      f"macro AUROC · paired 95 % CI {fmt_signed_interval(d.auroc_diff_ci)}"
+                      f"{where}"))
     elif final and final.probe and probed[0] is not final and probed[0].probe:
         first = probed[0].probe
         delta = final.probe.macro_auroc - first.macro_auroc

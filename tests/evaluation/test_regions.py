@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,14 @@ from aclecg_core.data.cohort import Cohort, RecordInfo
 from aclecg_core.data.leads import LEAD_INDEX
 from aclecg_core.data.loading import load_cohort
 from aclecg_core.data.synth import write_synthetic_cohort
-from aclecg_core.evaluation.regions import region_differences, region_features, region_probe
+from aclecg_core.evaluation.probe import aggregate_by_record, extract_features
+from aclecg_core.evaluation.regions import (
+    global_features,
+    record_lead_features,
+    region_differences,
+    region_features,
+    region_probe,
+)
 from aclecg_core.evaluation.splits import patient_split
 from aclecg_core.method.model import EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
@@ -46,6 +54,22 @@ def test_region_features_follow_the_region_map(representation: str,
     assert list(features) == ["inferior", "septal", "anterior", "lateral"]
     per_lead = model.encoder.embed_dim
     assert all(f.shape == (6, leads_per_region * per_lead) for f in features.values())
+
+
+@pytest.mark.parametrize("representation", ["leads", "regions"])
+def test_one_encoder_pass_gives_the_global_and_the_region_features(representation: str) -> None:
+    """Pooling the record-level lead features equals averaging ``model.embed`` over each
+    record's windows (the probe's features) and the regions' features computed alone."""
+    model = build_model(EncoderConfig(size="tiny", representation=representation), seed=0)
+    cohort = constructed_cohort(8, 0)
+    cohort = replace(cohort, window_record=np.arange(8) // 2,  # two windows per record
+                     records=cohort.records[:4])
+    leads = record_lead_features(model, cohort)
+    assert leads.shape == (4, 12, model.encoder.embed_dim)
+    embedded = aggregate_by_record(extract_features(model, cohort), cohort.window_record, 4)
+    assert np.allclose(global_features(model, leads), embedded, atol=1e-5)
+    shared, alone = region_features(model, cohort, leads=leads), region_features(model, cohort)
+    assert all(np.allclose(shared[k], alone[k], atol=1e-6) for k in alone)
 
 
 def test_each_constructed_infarct_is_found_in_its_own_region() -> None:

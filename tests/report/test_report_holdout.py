@@ -64,6 +64,11 @@ def test_the_report_shows_the_whole_hold_out(tmp_path: Path) -> None:
     # the summary's verdict is the whole hold-out's, not the per-round probe's 90 records
     assert "On the whole hold-out the final encoder (round 30) beats the random-init" in text
     assert "also on the whole hold-out (360 test records)" in text
+    # the headline's final and best encoders are the whole hold-out's, the best chosen on the
+    # per-round probe's validation records
+    assert "**Final macro AUROC**: 0.850 (95 % CI 0.800–0.890 · round 30 · whole hold-out)" \
+        in text
+    assert "**Best round's macro AUROC**: 0.860 (round 21 (AUPRC 0.560) · whole hold-out)" in text
 
 
 def test_one_encoder_may_be_the_best_and_the_final(tmp_path: Path) -> None:
