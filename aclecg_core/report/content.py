@@ -246,7 +246,8 @@ def reference_statement(m: RunMetrics) -> str | None:
             f"interval] on the same {fmt_int(final.probe.n_test)} test records).")
 
 
-def _probe_section(m: RunMetrics, plots_dir: Path) -> Section | None:
+def _probe_section(m: RunMetrics, plots_dir: Path, holdout: HoldoutEvidence | None = None
+                   ) -> Section | None:
     probed = [rd for rd in m.rounds if rd.probe is not None]
     if not probed:
         return None
@@ -263,7 +264,12 @@ def _probe_section(m: RunMetrics, plots_dir: Path) -> Section | None:
         "Linear probe of the global encoder on the server's test split after each probed round "
         "(round 0: the initial, untrained encoder, the random-init reference). Each round the "
         "probe's regularisation C is chosen on the server's validation split and the test "
-        "split is scored once. Shaded: bootstrap 95 % confidence interval.",
+        "split is scored once. Shaded: bootstrap 95 % confidence interval." + (
+            f" The rounds use a fixed share of the hold-out ({fmt_int(probed[-1].probe.n_test)} "
+            f"of its {fmt_int(holdout.n_test)} test records); round 0, the best and the final "
+            "encoder on all of it: next section."
+            if holdout is not None and probed[-1].probe
+            and probed[-1].probe.n_test != holdout.n_test else ""),
         Image(path, "Probe macro AUROC and AUPRC vs round"),
     ])
 
@@ -428,7 +434,7 @@ def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path
     flat = None if config is None else flatten_config(config)
     builders: list[Callable[[], Section | None]] = [
         lambda: _headline(m, flat, holdout),
-        lambda: _probe_section(m, plots_dir),
+        lambda: _probe_section(m, plots_dir, holdout),
         lambda: holdout_section(holdout),
         lambda: _per_class_section(m, plots_dir),
         lambda: region_section(regions, plots_dir),

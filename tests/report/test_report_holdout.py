@@ -53,6 +53,7 @@ def run_folder(tmp_path: Path, holdout: dict[str, Any] | None) -> Path:
 def test_the_report_shows_the_whole_hold_out(tmp_path: Path) -> None:
     text = write_report(run_folder(tmp_path, holdout_json()))[0].read_text()
     assert "## Evidence on the whole hold-out" in text
+    assert "fixed share of the hold-out (90 of its 360 test records)" in text
     assert "480 train, 350 validation (chooses C), 360 test records" in text
     assert "fixed share of it (120 train, 88 validation, 90 test records" in text
     assert "| best round | 21 | 0.860 [0.810–0.900] |" in text
