@@ -91,10 +91,11 @@ def _write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe) ->
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
         log(WARNING, "[aclecg] no hold-out evidence: %s", exc)
         return
-    log(INFO, "[aclecg] round 0 / best / final on all %d test records: macro AUROC %s; best "
-        "region per class %s (%.1f s)", holdout["n_test"],
-        " / ".join(f"{e['macro_auroc']:.3f}" for e in holdout["encoders"]), regions.best,
-        time.perf_counter() - start)
+    if holdout is not None:
+        log(INFO, "[aclecg] round 0 / best / final on all %d test records: macro AUROC %s",
+            holdout["n_test"], " / ".join(f"{e['macro_auroc']:.3f}" for e in holdout["encoders"]))
+    log(INFO, "[aclecg] per-region probe: best region per class %s (evidence: %.1f s)",
+        regions.best, time.perf_counter() - start)
 
 
 def _write_report(run_dir: Path) -> None:

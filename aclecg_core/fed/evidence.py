@@ -1,7 +1,7 @@
-"""Evidence of a finished run on all of the server's probe data (the rounds are probed on
-``probe.round-records`` of them): the probe of round 0's random-init encoder, the best round's
-and the final one (``RUN_DIR/holdout.json``), and the per-region probe of the final encoder
-against round 0's (``RUN_DIR/regions.json``); the report reads both."""
+"""Evidence of a finished run on all of the server's probe data: the probe of round 0's
+random-init encoder, the best round's and the final one where the rounds were probed on
+``probe.round-records`` of them (``RUN_DIR/holdout.json``), and the per-region probe of the
+final encoder against round 0's (``RUN_DIR/regions.json``); the report reads both."""
 
 from __future__ import annotations
 
@@ -33,16 +33,19 @@ ENCODERS = (("round 0", "round-0000"), ("best", "best"), ("final", "final"))
 
 
 def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe
-                   ) -> tuple[dict[str, Any], RegionProbeResult]:
-    """Probe round 0's, the best round's (chosen on the round probe's validation part) and the
-    final encoder on all the probe data, each later one paired with round 0 on the same test
-    records (``holdout.json``), and each region of round 0's and the final encoder
-    (``regions.json``: the final encoder's ``RegionProbeResult.to_dict()`` with its round,
-    ``round0`` the same for round 0, ``vs_round0`` the paired differences,
-    :func:`region_differences`). One encoder pass per encoder serves both probes. Returns
-    ``holdout.json``'s content and the final encoder's region probe."""
+                   ) -> tuple[dict[str, Any] | None, RegionProbeResult]:
+    """Where the rounds were probed on a share of the probe data (``probe.round-records``):
+    probe round 0's, the best round's (chosen on that share's validation part) and the final
+    encoder on all of it, each later one paired with round 0 on the same test records
+    (``holdout.json``; otherwise metrics.json already holds these probes). Always: each region
+    of round 0's and the final encoder (``regions.json``: the final encoder's
+    ``RegionProbeResult.to_dict()`` with its round, ``round0`` the same for round 0,
+    ``vs_round0`` the paired differences, :func:`region_differences`). One encoder pass per
+    encoder serves both probes. Returns ``holdout.json``'s content (None when not written) and
+    the final encoder's region probe."""
     device = pick_device(cfg.run.device)
     data, rounds = probe.cohorts(), probe.round_cohorts()
+    whole = rounds.records < data.records
     parts = (data.train, data.val, data.test)
     labels = [record_labels(part, data.classes) for part in parts]
     reference = ReferenceProbe(*parts, data.classes, seed=cfg.run.seed,
@@ -50,33 +53,38 @@ def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe
     encoders: list[dict[str, Any]] = []
     done: dict[int, dict[str, Any]] = {}
     regions: dict[str, tuple[int, RegionProbeResult]] = {}
-    for name, model, meta in _encoders(run_dir, device):
+    for name, model, meta in _encoders(run_dir, device, best=whole):
         if meta["round"] in done:  # the best round is the final one (or round 0)
             done[meta["round"]]["names"].append(name)
         else:
             leads = [record_lead_features(model, part, device) for part in parts]
-            features = ProbeData(*(array for lead, y in zip(leads, labels, strict=True)
-                                   for array in (global_features(model, lead), y)))
-            result, difference = (reference.set_reference(features), None) if not encoders \
-                else reference.probe(features)
-            done[meta["round"]] = entry = {
-                "names": [name], "round": meta["round"], **result.to_dict(),
-                "vs_round0": None if difference is None else difference.to_dict()}
-            encoders.append(entry)
+            entry: dict[str, Any] = {"names": [name], "round": meta["round"]}
+            if whole:
+                features = ProbeData(*(array for lead, y in zip(leads, labels, strict=True)
+                                       for array in (global_features(model, lead), y)))
+                result, difference = (reference.set_reference(features), None) if not done \
+                    else reference.probe(features)
+                entry.update(**result.to_dict(), vs_round0=None if difference is None
+                             else difference.to_dict())
+                encoders.append(entry)
+            done[meta["round"]] = entry
         if name != "best":
             regions[name] = meta["round"], region_probe(
                 model, *parts, data.classes, device, seed=cfg.run.seed,
                 n_bootstrap=cfg.probe.bootstrap, leads=leads)
-    holdout = {
-        "classes": data.classes, "n_train": len(data.train.records),
-        "n_val": len(data.val.records), "n_test": len(data.test.records),
-        "positives": _positives(labels[2], data.classes),
-        "val_positives": _positives(labels[1], data.classes),
-        "round_records": {"n_train": len(rounds.train.records), "n_val": len(rounds.val.records),
-                          "n_test": len(rounds.test.records)},
-        "encoders": encoders,
-    }
-    _write(Path(run_dir) / HOLDOUT_FILE, holdout)
+    holdout = None
+    if whole:
+        holdout = {
+            "classes": data.classes, "n_train": len(data.train.records),
+            "n_val": len(data.val.records), "n_test": len(data.test.records),
+            "positives": _positives(labels[2], data.classes),
+            "val_positives": _positives(labels[1], data.classes),
+            "round_records": {"n_train": len(rounds.train.records),
+                              "n_val": len(rounds.val.records),
+                              "n_test": len(rounds.test.records)},
+            "encoders": encoders,
+        }
+        _write(Path(run_dir) / HOLDOUT_FILE, holdout)
     (final_round, final), (_, start) = regions["final"], regions["round 0"]
     _write(Path(run_dir) / REGIONS_FILE, {
         "round": final_round, **final.to_dict(), "round0": start.to_dict(),
@@ -84,13 +92,13 @@ def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe
     return holdout, final
 
 
-def _encoders(run_dir: Path, device: torch.device | str
+def _encoders(run_dir: Path, device: torch.device | str, best: bool
               ) -> list[tuple[str, AclEcgModel, dict[str, Any]]]:
-    """Round 0's, the best and the final checkpoint of the run (the best when there is one)."""
+    """Round 0's, the best (if ``best`` and there is one) and the final checkpoint."""
     out = []
     for name, file in ENCODERS:
         path = Path(run_dir) / "checkpoints" / file
-        if name == "best" and not checkpoint_paths(path)[1].exists():
+        if name == "best" and not (best and checkpoint_paths(path)[1].exists()):
             continue
         model, meta = load_encoder(path, device)
         out.append((name, model, meta))

@@ -3,16 +3,21 @@ record and its console lines."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import aclecg_core.fed.probe as probe_module
+from aclecg_core.fed.arrays import to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config
+from aclecg_core.fed.evidence import write_evidence
 from aclecg_core.fed.probe import ProbeCohorts, ServerProbe
 from aclecg_core.fed.roundlog import failure_lines, round_line
 from aclecg_core.fed.roundrecord import RoundRecord
+from aclecg_core.fed.rundir import RunFolder
+from aclecg_core.fed.training import initial_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +69,41 @@ def test_rounds_are_probed_on_a_fixed_share_of_a_reference_hold_out(tmp_path: Pa
         assert ids <= {r.record_id for r in part.records}
         assert len(ids) == round(len(part.records) / 2)
     assert full.subset(0, 1) is full and full.subset(60, 1) is full
+
+
+def test_the_whole_hold_out_probes_round_0_the_best_and_the_final_encoder(
+        tmp_path: Path) -> None:
+    """A run folder written as the server writes it (no Flower): round 1 is the best by the
+    rounds' validation score; the evidence pairs each later encoder with round 0 on all the
+    test records, and the region probe of the final encoder with round 0's."""
+    yaml = tmp_path / "sites.yaml"
+    yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 4\n  cache-dir: {tmp_path}/c\n"
+                    "probe:\n  holdout-records: 60\n  round-records: 30\n  val-fraction: 0.4\n"
+                    "  bootstrap: 20\n")
+    cfg = load_config({"config-file": str(yaml), "seed": 1, "num-server-rounds": 2,
+                       "device": "cpu"}, ROOT)
+    folder = RunFolder.create(tmp_path / "run", cfg)
+    state, rng = to_numpy(initial_model(cfg).state_dict()), np.random.default_rng(0)
+    for r, val in enumerate((0.5, 0.9, 0.7)):
+        folder.finish_round(r, state, 1.0, [], [], {"macro_auroc": 0.6, "val_auroc": val})
+        state = {k: v + 0.05 * rng.standard_normal(v.shape).astype(v.dtype)
+                 if v.dtype.kind == "f" else v for k, v in state.items()}
+    holdout, regions = write_evidence(cfg, folder.path, ServerProbe(cfg))
+    assert holdout is not None
+    assert json.loads(json.dumps(holdout)) == json.loads((folder.path / "holdout.json").read_text())
+    assert [(e["names"], e["round"]) for e in holdout["encoders"]] == [
+        (["round 0"], 0), (["best"], 1), (["final"], 2)]
+    n_test = holdout["n_test"]
+    assert holdout["round_records"]["n_test"] < n_test == regions.n_test
+    assert sum(holdout["positives"].values()) >= n_test  # every test record has a label
+    first, *later = holdout["encoders"]
+    assert first["vs_round0"] is None and len({e["macro_auroc"] for e in later}) == 2
+    for e in later:
+        assert e["vs_round0"]["n_test"] == n_test and e["vs_round0"]["auroc_b"] == \
+            pytest.approx(first["macro_auroc"])
+    saved = json.loads((folder.path / "regions.json").read_text())
+    assert saved["round"] == 2 and saved["round0"]["n_test"] == n_test
+    assert len(saved["vs_round0"]["auroc_diff"]) == len(saved["regions"])
 
 
 def test_a_round_record_holds_the_entries_and_the_exchange() -> None:
