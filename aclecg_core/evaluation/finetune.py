@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from aclecg_core.data.cohort import Cohort
@@ -26,13 +26,19 @@ from aclecg_core.settings import Settings, from_dict, one_of
 @dataclass(frozen=True)
 class FinetuneConfig(Settings):
     """Fine-tuning hyper-parameters; training stops after ``patience`` epochs without a better
-    validation macro AUROC and restores the best epoch."""
+    validation macro AUROC and restores the best epoch.
+
+    ``encoder_lr_scale`` multiplies the encoder's learning rate (the head keeps ``lr``);
+    ``probe_epochs`` > 0 trains the head alone (encoder frozen) for that many epochs before the
+    whole model (linear-probe-then-fine-tune), with no early stop before they end."""
 
     WHAT = "finetune"
 
     epochs: PositiveInt = 40  # a cap: early stopping on the validation part decides
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
+    encoder_lr_scale: PositiveFloat = 1.0
+    probe_epochs: NonNegativeInt = 0
     weight_decay: NonNegativeFloat = 1e-4
     patience: PositiveInt = 5
     seed: int = 0
@@ -112,7 +118,10 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         clf = _Classifier(model, len(classes)).to(device)
-    optimizer = torch.optim.AdamW(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups: list[dict[str, Any]] = [
+        {"params": clf.encoder.parameters(), "lr": cfg.lr * cfg.encoder_lr_scale},
+        {"params": clf.head.parameters()}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     signals = torch.from_numpy(np.ascontiguousarray(subset.signals, dtype=np.float32))
     labels = torch.from_numpy(subset.label_matrix(classes).astype(np.float32))
@@ -120,6 +129,7 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
     history: list[float] = []
     for epoch in range(1, cfg.epochs + 1):
         clf.train()
+        clf.encoder.requires_grad_(epoch > cfg.probe_epochs)  # no gradient: AdamW skips it
         order = torch.randperm(len(subset), generator=generator)
         for begin in range(0, len(order), cfg.batch_size):
             idx = order[begin : begin + cfg.batch_size]
@@ -136,9 +146,10 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
         if auroc > best_auroc:
             best_auroc, best_epoch = auroc, epoch
             best_state = copy.deepcopy(clf.state_dict())
-        elif epoch - best_epoch >= cfg.patience:
+        elif epoch - max(best_epoch, cfg.probe_epochs) >= cfg.patience:
             break
     clf.load_state_dict(best_state)
+    clf.encoder.requires_grad_(True)
     test_scores = _record_scores(clf, test, device, cfg.amp)
     metrics = evaluate(record_labels(test, classes), test_scores, classes, seed=cfg.seed,
                        n_bootstrap=cfg.n_bootstrap)
