@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any
 
 import numpy as np
@@ -21,6 +22,8 @@ from aclecg_core.evaluation.probe import aggregate_by_record, label_fraction_mas
 from aclecg_core.method.device import AMP_MODES, autocast, pick_device
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.settings import Settings, from_dict, one_of
+
+LR_GRID = (3e-4, 1e-3, 3e-3)  # the learning rates benchmarks/tune_finetune.py tried on fold 9
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,16 @@ class FinetuneConfig(Settings):
 
 @dataclass
 class FinetuneResult:
-    """Test metrics at the best validation epoch, and the training history."""
+    """Test metrics at the best validation epoch (of the chosen learning rate), and the
+    training history."""
 
     fraction: float
     n_train_records: int
     best_epoch: int
     best_val_auroc: float
     test: EvalResult
+    lr: float
+    val_auroc_by_lr: dict[str, float] = field(default_factory=dict)  # learning rates tried
     val_history: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -101,15 +107,18 @@ def _record_scores(clf: _Classifier, cohort: Cohort, device: torch.device, amp: 
     return aggregate_by_record(np.concatenate(out), cohort.window_record, len(cohort.records))
 
 
-def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, classes: list[str],
-             fraction: float, cfg: FinetuneConfig,
-             device: str | torch.device = "cpu") -> FinetuneResult:
-    """Fine-tune ``model.encoder`` (in place) plus a linear head with BCE on ``fraction`` of
-    ``train``; early stopping on the record-level validation macro AUROC; record-level test
-    metrics (mean window probabilities per record)."""
-    device = pick_device(device) if isinstance(device, str) else device
-    start = time.perf_counter()
-    subset = label_fraction_subset(train, classes, fraction, cfg.seed)
+@dataclass
+class _Fit:
+    classifier: _Classifier
+    best_epoch: int
+    best_auroc: float
+    history: list[float]
+
+
+def _fit(model: AclEcgModel, subset: Cohort, val: Cohort, classes: list[str],
+         cfg: FinetuneConfig, device: torch.device) -> _Fit:
+    """Train ``model.encoder`` plus a new linear head on ``subset``, early-stopped on the
+    record-level validation macro AUROC; the best epoch's weights are restored."""
     y_val = record_labels(val, classes)
     val_columns = np.flatnonzero(evaluable(y_val))
     if len(val_columns) == 0:
@@ -150,15 +159,45 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
             break
     clf.load_state_dict(best_state)
     clf.encoder.requires_grad_(True)
-    test_scores = _record_scores(clf, test, device, cfg.amp)
+    return _Fit(clf, best_epoch, best_auroc, history)
+
+
+def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, classes: list[str],
+             fraction: float, cfg: FinetuneConfig, device: str | torch.device = "cpu",
+             lrs: Sequence[float] = ()) -> FinetuneResult:
+    """Fine-tune ``model.encoder`` (in place) plus a linear head with BCE on ``fraction`` of
+    ``train``; early stopping on the record-level validation macro AUROC; record-level test
+    metrics (mean window probabilities per record).
+
+    ``lrs`` (e.g. :data:`LR_GRID`): fine-tune from the same weights once per learning rate
+    instead of ``cfg.lr`` and keep the one with the best validation macro AUROC; only it is
+    scored on ``test``."""
+    device = pick_device(device) if isinstance(device, str) else device
+    start = time.perf_counter()
+    subset = label_fraction_subset(train, classes, fraction, cfg.seed)
+    best: tuple[float, _Fit] | None = None
+    by_lr: dict[str, float] = {}
+    for lr in lrs or (cfg.lr,):
+        fit = _fit(copy.deepcopy(model) if lrs else model, subset, val, classes,
+                   replace(cfg, lr=lr), device)
+        by_lr[f"{lr:g}"] = fit.best_auroc
+        if best is None or fit.best_auroc > best[1].best_auroc:
+            best = (lr, fit)
+    assert best is not None
+    lr, fit = best
+    if lrs:
+        model.encoder.load_state_dict(fit.classifier.encoder.state_dict())
+    test_scores = _record_scores(fit.classifier, test, device, cfg.amp)
     metrics = evaluate(record_labels(test, classes), test_scores, classes, seed=cfg.seed,
                        n_bootstrap=cfg.n_bootstrap)
     return FinetuneResult(
         fraction=fraction,
         n_train_records=len(subset.records),
-        best_epoch=best_epoch,
-        best_val_auroc=best_auroc,
+        best_epoch=fit.best_epoch,
+        best_val_auroc=fit.best_auroc,
         test=metrics,
-        val_history=history,
+        lr=lr,
+        val_auroc_by_lr=by_lr,
+        val_history=fit.history,
         seconds=time.perf_counter() - start,
     )

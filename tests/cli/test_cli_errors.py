@@ -115,6 +115,23 @@ def test_probe_and_finetune(folders: dict[str, Path], capsys: pytest.CaptureFixt
            "no record carries")
 
 
+def test_finetune_learning_rate(folders: dict[str, Path],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--lr`` takes a number or ``auto`` (the best of the grid on the validation split)."""
+    args = ["finetune", str(folders["checkpoint"]), "--data", str(folders["synth"]), "--split",
+            "patient", "--workers", "1", "--epochs", "1", "--fraction", "1", "--json"]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--lr", "fast"])
+    assert stop.value.code == 2 and "not a number nor 'auto': 'fast'" in capsys.readouterr().err
+    assert main([*args, "--lr", "2e-3"]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert fixed["lr"] == 2e-3 and list(fixed["val_auroc_by_lr"]) == ["0.002"]
+    assert main(args) == 0  # auto by default
+    auto = json.loads(capsys.readouterr().out)
+    assert list(auto["val_auroc_by_lr"]) == ["0.0003", "0.001", "0.003"]
+    assert auto["val_auroc_by_lr"][f"{auto['lr']:g}"] == max(auto["val_auroc_by_lr"].values())
+
+
 def test_simulate_config(folders: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     missing = folders["root"] / "nowhere.yaml"
     _fails(["simulate", "--config", str(missing)], capsys, str(missing))

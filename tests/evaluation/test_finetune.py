@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -89,3 +90,21 @@ def test_encoder_lr_scale_slows_the_encoder() -> None:
         finetune(model, train, val, test, ["A", "B"], 0.5, cfg)
         changes.append(_encoder_change(model, before))
     assert changes[1] < 0.01 * changes[0]
+
+
+def test_lr_search_keeps_and_scores_the_best_validation_run() -> None:
+    labels = [("A",), ("B",)] * 20
+    train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
+    cfg = FinetuneConfig(epochs=3, batch_size=8, patience=2, n_bootstrap=0)
+    model = build_model(EncoderConfig(size="tiny"), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = finetune(model, train, val, test, ["A", "B"], 0.5, cfg, lrs=(1e-7, 3e-3))
+    assert set(result.val_auroc_by_lr) == {"1e-07", "0.003"}
+    assert result.val_auroc_by_lr[f"{result.lr:g}"] == result.best_val_auroc
+    assert result.best_val_auroc == max(result.val_auroc_by_lr.values())
+    assert _encoder_change(model, before) > 0.0  # the chosen run's encoder, in place
+    alone = finetune(build_model(EncoderConfig(size="tiny"), seed=0), train, val, test,
+                     ["A", "B"], 0.5, replace(cfg, lr=result.lr))
+    assert alone.val_auroc_by_lr == {f"{result.lr:g}": alone.best_val_auroc}
+    assert alone.val_history == result.val_history
+    assert alone.test.macro_auroc == result.test.macro_auroc
