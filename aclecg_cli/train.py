@@ -12,6 +12,7 @@ from typing import Any
 from aclecg_core.data.preprocess import NORMALIZATIONS
 
 RANDOM_CHECKPOINT = "random"
+PRETRAINED_PROBE_EPOCHS = 10  # linear-probe-then-fine-tune: ACL-ECG's choice on PTB-XL fold 9
 
 
 def register(subparsers: Any) -> None:
@@ -63,13 +64,16 @@ def register(subparsers: Any) -> None:
             q.add_argument("--fraction", type=float, default=0.1)
             q.add_argument("--epochs", type=int, default=40,
                            help="at most; early stopping on the validation split decides")
+            # defaults: what PTB-XL fold 9 chose per arm (benchmarks/tune_finetune.py)
             q.add_argument("--lr", type=_finetune_lr, default="auto",
                            help="learning rate, or auto: fine-tune once with each of 3e-4, "
                                 "1e-3 and 3e-3 and keep the best on the validation split")
             q.add_argument("--encoder-lr-scale", type=float, default=1.0,
                            help="the encoder learns at lr × this (the linear head at lr)")
-            q.add_argument("--probe-epochs", type=int, default=0,
-                           help="train the head alone (encoder frozen) this many epochs first")
+            q.add_argument("--probe-epochs", type=int, default=None,
+                           help="train the head alone (encoder frozen) this many epochs first "
+                                f"(default: {PRETRAINED_PROBE_EPOCHS} for a pretrained "
+                                "checkpoint, 0 for random)")
         else:
             q.add_argument("--fraction", type=float, default=1.0,
                            help="share of the training records whose labels the probe uses "
@@ -286,6 +290,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         args.split = default_split(cohort)
     train, val, test = evaluation_split(cohort, args.split, seed=args.seed)
     auto = args.lr == "auto"
+    if args.probe_epochs is None:
+        args.probe_epochs = 0 if args.checkpoint == RANDOM_CHECKPOINT else PRETRAINED_PROBE_EPOCHS
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed,
                          encoder_lr_scale=args.encoder_lr_scale, probe_epochs=args.probe_epochs,
                          **({} if auto else {"lr": args.lr}))
@@ -294,6 +300,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     out = result.to_dict()
     _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
             "classes": classes, "fraction": args.fraction, "lr": out["lr"],
+            "probe_epochs": args.probe_epochs,
             "val_auroc_by_lr": out["val_auroc_by_lr"], "best_epoch": out["best_epoch"],
             "n_train_records": out["n_train_records"], "metrics": out["test"]}, args.json,
            f"finetune {args.checkpoint} ({args.fraction:.0%} labels, lr {out['lr']:g})")
