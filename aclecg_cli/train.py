@@ -13,6 +13,7 @@ from aclecg_core.data.preprocess import NORMALIZATIONS
 from aclecg_core.data.preprocess import STUDY_PREPROCESSING as STUDY
 
 RANDOM_CHECKPOINT = "random"
+PRETRAINED_PROBE_EPOCHS = 10  # linear-probe-then-fine-tune: ACL-ECG's choice on PTB-XL fold 9
 
 
 def register(subparsers: Any) -> None:
@@ -65,6 +66,16 @@ def register(subparsers: Any) -> None:
             q.add_argument("--fraction", type=float, default=0.1)
             q.add_argument("--epochs", type=int, default=40,
                            help="at most; early stopping on the validation split decides")
+            # defaults: what PTB-XL fold 9 chose per arm (benchmarks/tune_finetune.py)
+            q.add_argument("--lr", type=_finetune_lr, default="auto",
+                           help="learning rate, or auto: fine-tune once with each of 3e-4, "
+                                "1e-3 and 3e-3 and keep the best on the validation split")
+            q.add_argument("--encoder-lr-scale", type=float, default=1.0,
+                           help="the encoder learns at lr × this (the linear head at lr)")
+            q.add_argument("--probe-epochs", type=int, default=None,
+                           help="train the head alone (encoder frozen) this many epochs first "
+                                f"(default: {PRETRAINED_PROBE_EPOCHS} for a pretrained "
+                                "checkpoint, 0 for random)")
         else:
             q.add_argument("--fraction", type=float, default=1.0,
                            help="share of the training records whose labels the probe uses "
@@ -77,6 +88,15 @@ def register(subparsers: Any) -> None:
                            help="random initialisations pooled into the reference (seeds "
                                 "SEED..): one init alone can be lucky or unlucky")
         q.set_defaults(func=run_probe if name == "probe" else run_finetune)
+
+
+def _finetune_lr(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number nor 'auto': {text!r}") from None
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -263,7 +283,7 @@ def _spread(probe: dict[str, Any], metric: str) -> str:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
+    from aclecg_core.evaluation.finetune import LR_GRID, FinetuneConfig, finetune
     from aclecg_core.evaluation.splits import default_split, evaluation_split
     from aclecg_core.method.pretrain import pick_device
 
@@ -273,12 +293,19 @@ def run_finetune(args: argparse.Namespace) -> int:
     if args.split == "auto":
         args.split = default_split(cohort)
     train, val, test = evaluation_split(cohort, args.split, seed=args.seed)
-    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed)
+    auto = args.lr == "auto"
+    if args.probe_epochs is None:
+        args.probe_epochs = 0 if args.checkpoint == RANDOM_CHECKPOINT else PRETRAINED_PROBE_EPOCHS
+    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed,
+                         encoder_lr_scale=args.encoder_lr_scale, probe_epochs=args.probe_epochs,
+                         **({} if auto else {"lr": args.lr}))
     result = finetune(model, train, val, test, classes, args.fraction, cfg,
-                      pick_device(args.device))
+                      pick_device(args.device), lrs=LR_GRID if auto else ())
     out = result.to_dict()
     _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
-            "classes": classes, "fraction": args.fraction, "best_epoch": out["best_epoch"],
+            "classes": classes, "fraction": args.fraction, "lr": out["lr"],
+            "probe_epochs": args.probe_epochs,
+            "val_auroc_by_lr": out["val_auroc_by_lr"], "best_epoch": out["best_epoch"],
             "n_train_records": out["n_train_records"], "metrics": out["test"]}, args.json,
-           f"finetune {args.checkpoint} ({args.fraction:.0%} labels)")
+           f"finetune {args.checkpoint} ({args.fraction:.0%} labels, lr {out['lr']:g})")
     return 0

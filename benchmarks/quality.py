@@ -101,6 +101,12 @@ class Budget:
     size_seeds: int = 3
     finetune_seeds: int = 3
     finetune_epochs: int = 40  # a cap: early stopping on fold 9 (20 was reached in 2026-12-01 runs)
+    # each arm's FinetuneConfig fields, chosen on fold 9 by tune_finetune.py (2 seeds; cap 40
+    # for all three): tune-finetune.json, tune-finetune-supervised10.json
+    finetune_recipes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
+        ("acl@10%", (("lr", 1e-3), ("probe_epochs", 10))),
+        ("supervised@100%", (("lr", 3e-3),)),
+        ("supervised@10%", (("lr", 3e-3),)))
     patience: int = 5
     federated_seeds: int = 3
     min_site_records: int = 16
@@ -114,7 +120,8 @@ class Budget:
 
 FULL = Budget()
 QUICK = Budget(epochs=1, batch_size=16, draws=2, bootstrap=20, ablation_seeds=1, size_seeds=1,
-               finetune_seeds=1, finetune_epochs=1, patience=1, federated_seeds=1,
+               finetune_seeds=1, finetune_epochs=1, finetune_recipes=(), patience=1,
+               federated_seeds=1,
                min_site_records=4, scaling_epochs=(2,), gan_sites=1, gan_records=6, real_limit=3,
                folders=("ptbxl", "cinc"), small_folders=("ptbxl",))
 
@@ -450,13 +457,15 @@ def run_job(job: Job) -> dict[str, Any]:
                                        **dict(job.options))
     if not job.finetune_fraction:
         return {"state": model.state_dict(), "config": model.config, "info": info}
-    cfg = FinetuneConfig(epochs=b.finetune_epochs, batch_size=b.batch_size, lr=b.lr,
-                         patience=b.patience, seed=job.seed, n_bootstrap=b.bootstrap)
+    recipe = dict(dict(b.finetune_recipes).get(job.variant, ()))
+    cfg = FinetuneConfig(**{"epochs": b.finetune_epochs, "batch_size": b.batch_size, "lr": b.lr,
+                            "patience": b.patience, **recipe}, seed=job.seed,
+                         n_bootstrap=b.bootstrap)
     res = finetune(copy.deepcopy(model), ref.train, ref.val, ref.test, ref.classes,
                    job.finetune_fraction, cfg, device=device)
     test = res.test.to_dict()
     return {"info": info, "finetune": {
-        "n_train_records": res.n_train_records, "best_epoch": res.best_epoch,
+        "recipe": recipe, "n_train_records": res.n_train_records, "best_epoch": res.best_epoch,
         "best_val_auroc": round(res.best_val_auroc, 4), "seconds": round(res.seconds, 1),
         **{k: test[k] for k in ("macro_auroc", "macro_auprc", "auroc_ci", "auprc_ci")}}}
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from aclecg_core.data.cohort import Cohort
@@ -22,17 +23,25 @@ from aclecg_core.method.device import AMP_MODES, autocast, pick_device
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.settings import Settings, from_dict, one_of
 
+LR_GRID = (3e-4, 1e-3, 3e-3)  # the learning rates benchmarks/tune_finetune.py tried on fold 9
+
 
 @dataclass(frozen=True)
 class FinetuneConfig(Settings):
     """Fine-tuning hyper-parameters; training stops after ``patience`` epochs without a better
-    validation macro AUROC and restores the best epoch."""
+    validation macro AUROC and restores the best epoch.
+
+    ``encoder_lr_scale`` multiplies the encoder's learning rate (the head keeps ``lr``);
+    ``probe_epochs`` > 0 trains the head alone (encoder frozen) for that many epochs before the
+    whole model (linear-probe-then-fine-tune), with no early stop before they end."""
 
     WHAT = "finetune"
 
     epochs: PositiveInt = 40  # a cap: early stopping on the validation part decides
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
+    encoder_lr_scale: PositiveFloat = 1.0
+    probe_epochs: NonNegativeInt = 0
     weight_decay: NonNegativeFloat = 1e-4
     patience: PositiveInt = 5
     seed: int = 0
@@ -49,13 +58,16 @@ class FinetuneConfig(Settings):
 
 @dataclass
 class FinetuneResult:
-    """Test metrics at the best validation epoch, and the training history."""
+    """Test metrics at the best validation epoch (of the chosen learning rate), and the
+    training history."""
 
     fraction: float
     n_train_records: int
     best_epoch: int
     best_val_auroc: float
     test: EvalResult
+    lr: float
+    val_auroc_by_lr: dict[str, float] = field(default_factory=dict)  # learning rates tried
     val_history: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -95,15 +107,18 @@ def _record_scores(clf: _Classifier, cohort: Cohort, device: torch.device, amp: 
     return aggregate_by_record(np.concatenate(out), cohort.window_record, len(cohort.records))
 
 
-def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, classes: list[str],
-             fraction: float, cfg: FinetuneConfig,
-             device: str | torch.device = "cpu") -> FinetuneResult:
-    """Fine-tune ``model.encoder`` (in place) plus a linear head with BCE on ``fraction`` of
-    ``train``; early stopping on the record-level validation macro AUROC; record-level test
-    metrics (mean window probabilities per record)."""
-    device = pick_device(device) if isinstance(device, str) else device
-    start = time.perf_counter()
-    subset = label_fraction_subset(train, classes, fraction, cfg.seed)
+@dataclass
+class _Fit:
+    classifier: _Classifier
+    best_epoch: int
+    best_auroc: float
+    history: list[float]
+
+
+def _fit(model: AclEcgModel, subset: Cohort, val: Cohort, classes: list[str],
+         cfg: FinetuneConfig, device: torch.device) -> _Fit:
+    """Train ``model.encoder`` plus a new linear head on ``subset``, early-stopped on the
+    record-level validation macro AUROC; the best epoch's weights are restored."""
     y_val = record_labels(val, classes)
     val_columns = np.flatnonzero(evaluable(y_val))
     if len(val_columns) == 0:
@@ -112,7 +127,10 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         clf = _Classifier(model, len(classes)).to(device)
-    optimizer = torch.optim.AdamW(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups: list[dict[str, Any]] = [
+        {"params": clf.encoder.parameters(), "lr": cfg.lr * cfg.encoder_lr_scale},
+        {"params": clf.head.parameters()}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     signals = torch.from_numpy(np.ascontiguousarray(subset.signals, dtype=np.float32))
     labels = torch.from_numpy(subset.label_matrix(classes).astype(np.float32))
@@ -120,6 +138,7 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
     history: list[float] = []
     for epoch in range(1, cfg.epochs + 1):
         clf.train()
+        clf.encoder.requires_grad_(epoch > cfg.probe_epochs)  # no gradient: AdamW skips it
         order = torch.randperm(len(subset), generator=generator)
         for begin in range(0, len(order), cfg.batch_size):
             idx = order[begin : begin + cfg.batch_size]
@@ -136,18 +155,49 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
         if auroc > best_auroc:
             best_auroc, best_epoch = auroc, epoch
             best_state = copy.deepcopy(clf.state_dict())
-        elif epoch - best_epoch >= cfg.patience:
+        elif epoch - max(best_epoch, cfg.probe_epochs) >= cfg.patience:
             break
     clf.load_state_dict(best_state)
-    test_scores = _record_scores(clf, test, device, cfg.amp)
+    clf.encoder.requires_grad_(True)
+    return _Fit(clf, best_epoch, best_auroc, history)
+
+
+def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, classes: list[str],
+             fraction: float, cfg: FinetuneConfig, device: str | torch.device = "cpu",
+             lrs: Sequence[float] = ()) -> FinetuneResult:
+    """Fine-tune ``model.encoder`` (in place) plus a linear head with BCE on ``fraction`` of
+    ``train``; early stopping on the record-level validation macro AUROC; record-level test
+    metrics (mean window probabilities per record).
+
+    ``lrs`` (e.g. :data:`LR_GRID`): fine-tune from the same weights once per learning rate
+    instead of ``cfg.lr`` and keep the one with the best validation macro AUROC; only it is
+    scored on ``test``."""
+    device = pick_device(device) if isinstance(device, str) else device
+    start = time.perf_counter()
+    subset = label_fraction_subset(train, classes, fraction, cfg.seed)
+    best: tuple[float, _Fit] | None = None
+    by_lr: dict[str, float] = {}
+    for lr in lrs or (cfg.lr,):
+        fit = _fit(copy.deepcopy(model) if lrs else model, subset, val, classes,
+                   replace(cfg, lr=lr), device)
+        by_lr[f"{lr:g}"] = fit.best_auroc
+        if best is None or fit.best_auroc > best[1].best_auroc:
+            best = (lr, fit)
+    assert best is not None
+    lr, fit = best
+    if lrs:
+        model.encoder.load_state_dict(fit.classifier.encoder.state_dict())
+    test_scores = _record_scores(fit.classifier, test, device, cfg.amp)
     metrics = evaluate(record_labels(test, classes), test_scores, classes, seed=cfg.seed,
                        n_bootstrap=cfg.n_bootstrap)
     return FinetuneResult(
         fraction=fraction,
         n_train_records=len(subset.records),
-        best_epoch=best_epoch,
-        best_val_auroc=best_auroc,
+        best_epoch=fit.best_epoch,
+        best_val_auroc=fit.best_auroc,
         test=metrics,
-        val_history=history,
+        lr=lr,
+        val_auroc_by_lr=by_lr,
+        val_history=fit.history,
         seconds=time.perf_counter() - start,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aclecg_cli.main import main
+from aclecg_cli.train import PRETRAINED_PROBE_EPOCHS
 
 CODE15_RECORDS = ("1000001", "1000010", "100003", "1000049", "1000072", "1000078")
 
@@ -113,6 +114,28 @@ def test_probe_and_finetune(folders: dict[str, Path], capsys: pytest.CaptureFixt
     _fails([command, str(folders["checkpoint"]), "--data", str(folders["unlabeled"]),
             "--split", "patient", "--workers", "1"], capsys, str(folders["unlabeled"]),
            "no record carries")
+
+
+def test_finetune_learning_rate(folders: dict[str, Path],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--lr`` takes a number or ``auto`` (the best of the grid on the validation split);
+    ``--probe-epochs`` defaults to a probe phase for pretrained checkpoints only."""
+    args = ["finetune", str(folders["checkpoint"]), "--data", str(folders["synth"]), "--split",
+            "patient", "--workers", "1", "--epochs", "1", "--fraction", "1", "--json"]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--lr", "fast"])
+    assert stop.value.code == 2 and "not a number nor 'auto': 'fast'" in capsys.readouterr().err
+    assert main([*args, "--lr", "2e-3", "--probe-epochs", "0"]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert fixed["lr"] == 2e-3 and list(fixed["val_auroc_by_lr"]) == ["0.002"]
+    assert fixed["probe_epochs"] == 0
+    assert main(["finetune", "random", *args[2:], "--lr", "2e-3"]) == 0
+    assert json.loads(capsys.readouterr().out)["probe_epochs"] == 0  # random: no probe phase
+    assert main(args) == 0  # auto lr by default; a pretrained checkpoint probes first
+    auto = json.loads(capsys.readouterr().out)
+    assert auto["probe_epochs"] == PRETRAINED_PROBE_EPOCHS
+    assert list(auto["val_auroc_by_lr"]) == ["0.0003", "0.001", "0.003"]
+    assert auto["val_auroc_by_lr"][f"{auto['lr']:g}"] == max(auto["val_auroc_by_lr"].values())
 
 
 def test_simulate_config(folders: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

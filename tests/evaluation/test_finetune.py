@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from aclecg_core.data.cohort import Cohort, RecordInfo
 from aclecg_core.evaluation.finetune import FinetuneConfig, finetune, label_fraction_subset
-from aclecg_core.method.model import EncoderConfig, build_model
+from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 
 
 def _cohort(labels: Sequence[tuple[str, ...]], seed: int = 0) -> Cohort:
@@ -52,3 +54,57 @@ def test_finetune_learns_an_easy_task() -> None:
     assert result.best_val_auroc == max(result.val_history)
     assert result.test.macro_auroc > 0.9
     assert result.to_dict()["test"]["n_test"] == 16
+
+
+def _encoder_change(model: AclEcgModel, before: dict[str, torch.Tensor]) -> float:
+    return max(float((p.detach() - before[f"encoder.{n}"]).abs().max())
+               for n, p in model.encoder.named_parameters())
+
+
+def test_probe_epochs_freeze_the_encoder_and_defer_early_stopping() -> None:
+    labels = [("A",), ("B",)] * 20
+    train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
+    model = build_model(EncoderConfig(size="tiny"), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = FinetuneConfig(epochs=3, batch_size=8, lr=3e-3, patience=1, probe_epochs=3,
+                         n_bootstrap=0)
+    result = finetune(model, train, val, test, ["A", "B"], 0.5, cfg)
+    assert len(result.val_history) == 3  # patience 1 cannot stop the probe phase
+    assert _encoder_change(model, before) == 0.0
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    cfg = FinetuneConfig(epochs=2, batch_size=8, lr=3e-3, patience=5, probe_epochs=1,
+                         n_bootstrap=0)
+    finetune(model, train, val, test, ["A", "B"], 0.5, cfg)
+    assert _encoder_change(model, before) > 0.0
+
+
+def test_encoder_lr_scale_slows_the_encoder() -> None:
+    labels = [("A",), ("B",)] * 20
+    train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
+    changes = []
+    for scale in (1.0, 1e-3):
+        model = build_model(EncoderConfig(size="tiny"), seed=0)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        cfg = FinetuneConfig(epochs=1, batch_size=8, lr=3e-3, encoder_lr_scale=scale,
+                             n_bootstrap=0)
+        finetune(model, train, val, test, ["A", "B"], 0.5, cfg)
+        changes.append(_encoder_change(model, before))
+    assert changes[1] < 0.01 * changes[0]
+
+
+def test_lr_search_keeps_and_scores_the_best_validation_run() -> None:
+    labels = [("A",), ("B",)] * 20
+    train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
+    cfg = FinetuneConfig(epochs=3, batch_size=8, patience=2, n_bootstrap=0)
+    model = build_model(EncoderConfig(size="tiny"), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = finetune(model, train, val, test, ["A", "B"], 0.5, cfg, lrs=(1e-7, 3e-3))
+    assert set(result.val_auroc_by_lr) == {"1e-07", "0.003"}
+    assert result.val_auroc_by_lr[f"{result.lr:g}"] == result.best_val_auroc
+    assert result.best_val_auroc == max(result.val_auroc_by_lr.values())
+    assert _encoder_change(model, before) > 0.0  # the chosen run's encoder, in place
+    alone = finetune(build_model(EncoderConfig(size="tiny"), seed=0), train, val, test,
+                     ["A", "B"], 0.5, replace(cfg, lr=result.lr))
+    assert alone.val_auroc_by_lr == {f"{result.lr:g}": alone.best_val_auroc}
+    assert alone.val_history == result.val_history
+    assert alone.test.macro_auroc == result.test.macro_auroc
