@@ -75,7 +75,7 @@ def register(subparsers: Any) -> None:
             q.add_argument("--probe-epochs", type=int, default=None,
                            help="train the head alone (encoder frozen) this many epochs first "
                                 f"(default: {PRETRAINED_PROBE_EPOCHS} for a pretrained "
-                                "checkpoint, 0 for random)")
+                                "checkpoint when --epochs is larger, else 0)")
         else:
             q.add_argument("--fraction", type=float, default=1.0,
                            help="share of the training records whose labels the probe uses "
@@ -295,7 +295,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     train, val, test = evaluation_split(cohort, args.split, seed=args.seed)
     auto = args.lr == "auto"
     if args.probe_epochs is None:
-        args.probe_epochs = 0 if args.checkpoint == RANDOM_CHECKPOINT else PRETRAINED_PROBE_EPOCHS
+        pretrained = args.checkpoint != RANDOM_CHECKPOINT and args.epochs > PRETRAINED_PROBE_EPOCHS
+        args.probe_epochs = PRETRAINED_PROBE_EPOCHS if pretrained else 0
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed,
                          encoder_lr_scale=args.encoder_lr_scale, probe_epochs=args.probe_epochs,
                          **({} if auto else {"lr": args.lr}))

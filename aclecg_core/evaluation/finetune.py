@@ -48,6 +48,12 @@ class FinetuneConfig(Settings):
     amp: Annotated[str, one_of(AMP_MODES)] = "auto"
     n_bootstrap: int = 200
 
+    def problems(self) -> list[str]:
+        if self.probe_epochs >= self.epochs:
+            return [f"probe_epochs ({self.probe_epochs}) must be below epochs ({self.epochs}): "
+                    "the encoder would never be fine-tuned"]
+        return []
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -119,7 +119,8 @@ def test_probe_and_finetune(folders: dict[str, Path], capsys: pytest.CaptureFixt
 def test_finetune_learning_rate(folders: dict[str, Path],
                                 capsys: pytest.CaptureFixture[str]) -> None:
     """``--lr`` takes a number or ``auto`` (the best of the grid on the validation split);
-    ``--probe-epochs`` defaults to a probe phase for pretrained checkpoints only."""
+    ``--probe-epochs`` defaults to a probe phase for pretrained checkpoints trained longer
+    than it."""
     args = ["finetune", str(folders["checkpoint"]), "--data", str(folders["synth"]), "--split",
             "patient", "--workers", "1", "--epochs", "1", "--fraction", "1", "--json"]
     with pytest.raises(SystemExit) as stop:
@@ -131,11 +132,14 @@ def test_finetune_learning_rate(folders: dict[str, Path],
     assert fixed["probe_epochs"] == 0
     assert main(["finetune", "random", *args[2:], "--lr", "2e-3"]) == 0
     assert json.loads(capsys.readouterr().out)["probe_epochs"] == 0  # random: no probe phase
-    assert main(args) == 0  # auto lr by default; a pretrained checkpoint probes first
+    assert main(args) == 0  # auto lr by default; 1 epoch: too few for a probe phase
     auto = json.loads(capsys.readouterr().out)
-    assert auto["probe_epochs"] == PRETRAINED_PROBE_EPOCHS
+    assert auto["probe_epochs"] == 0
     assert list(auto["val_auroc_by_lr"]) == ["0.0003", "0.001", "0.003"]
     assert auto["val_auroc_by_lr"][f"{auto['lr']:g}"] == max(auto["val_auroc_by_lr"].values())
+    longer = [*args, "--epochs", str(PRETRAINED_PROBE_EPOCHS + 1), "--lr", "2e-3"]
+    assert main(longer) == 0  # a pretrained checkpoint probes first
+    assert json.loads(capsys.readouterr().out)["probe_epochs"] == PRETRAINED_PROBE_EPOCHS
 
 
 def test_simulate_config(folders: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ import torch
 from aclecg_core.data.cohort import Cohort, RecordInfo
 from aclecg_core.evaluation.finetune import FinetuneConfig, finetune, label_fraction_subset
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
+from aclecg_core.settings import SettingsError
 
 
 def _cohort(labels: Sequence[tuple[str, ...]], seed: int = 0) -> Cohort:
@@ -66,12 +67,23 @@ def test_probe_epochs_freeze_the_encoder_and_defer_early_stopping() -> None:
     train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
     model = build_model(EncoderConfig(size="tiny"), seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = FinetuneConfig(epochs=3, batch_size=8, lr=3e-3, patience=1, probe_epochs=3,
+    switches: list[bool] = []
+    switch = model.encoder.requires_grad_
+
+    def spy(requires_grad: bool = True) -> torch.nn.Module:
+        switches.append(requires_grad)
+        return switch(requires_grad)
+
+    model.encoder.requires_grad_ = spy  # type: ignore[method-assign]
+    cfg = FinetuneConfig(epochs=4, batch_size=8, lr=3e-3, patience=1, probe_epochs=3,
                          n_bootstrap=0)
     result = finetune(model, train, val, test, ["A", "B"], 0.5, cfg)
-    assert len(result.val_history) == 3  # patience 1 cannot stop the probe phase
-    assert _encoder_change(model, before) == 0.0
+    assert len(result.val_history) == 4  # patience 1 cannot stop the probe phase
+    assert switches == [False, False, False, True, True]  # frozen for 3 epochs, then trained
     assert all(p.requires_grad for p in model.encoder.parameters())
+    del model.encoder.requires_grad_
+    with pytest.raises(SettingsError, match=r"probe_epochs \(3\) must be below epochs \(3\)"):
+        FinetuneConfig(epochs=3, probe_epochs=3)
     cfg = FinetuneConfig(epochs=2, batch_size=8, lr=3e-3, patience=5, probe_epochs=1,
                          n_bootstrap=0)
     finetune(model, train, val, test, ["A", "B"], 0.5, cfg)
