@@ -63,7 +63,7 @@ class FedSettings:
         return epochs // self.local_epochs
 
 
-CHOSEN = FedSettings()  # the quality benchmark's federated arm (chosen on fold 9: docs/results.md)
+CHOSEN = FedSettings(strategy="fedavgm", server_momentum=0.5)  # chosen on fold 9 (tune.py)
 
 
 def run_config(s: FedSettings, encoder: str, epochs: int, seed: int,
