@@ -20,8 +20,10 @@ run that is cut off still leaves the finished sections):
 * ``size``: the larger preset (random-init and ACL-ECG) against ``tiny``.
 * ``finetune``: ACL-ECG fine-tuned on 10 % of the labels against supervised training from
   scratch on 100 % (early stopping on fold 9).
-* ``federated``: ACL-ECG by FedAvg over the corpus's sites (PTB-XL recording sites, CinC
-  hospitals, CODE-15) against centralized ACL-ECG on the same records and epochs.
+* ``federated``: ACL-ECG federated over the corpus's sites (PTB-XL recording sites, CinC
+  hospitals, CODE-15; :data:`benchmarks.federated.CHOSEN`) against centralized ACL-ECG on the
+  same records and epochs. ``--probe-methods random,acl`` with it: only the encoders it is
+  compared with.
 * ``scaling``: ACL-ECG on the 550-record folders (``ptbxl/`` + ``cinc/``), on the full real
   corpus, and with GAN records added; and pretraining epochs.
 
