@@ -173,11 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", default="", help="comma-separated variant names")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed, first-seed + 1, ...")
+    parser.add_argument("--only", default="",
+                        help="comma-separated variant names, run in this order")
     parser.add_argument("--out", type=Path, default=RESULTS / "tune.json")
     args = parser.parse_args(argv)
-    chosen = [v for v in VARIANTS if not args.only or v.name in args.only.split(",")]
-    jobs = [(v, s) for s in range(args.seeds) for v in chosen]
+    by_name = {v.name: v for v in VARIANTS}
+    chosen = [by_name[n] for n in args.only.split(",")] if args.only else list(VARIANTS)
+    jobs = [(v, s) for s in range(args.first_seed, args.first_seed + args.seeds) for v in chosen]
     header = {**metadata("tune", argv), "seeds": args.seeds, "draws": args.draws}
     started, rows = time.perf_counter(), []
     context = multiprocessing.get_context("spawn")
