@@ -75,9 +75,9 @@ def test_local_epochs_must_divide_the_epochs() -> None:
 
 
 def test_fedavg_is_the_example_weighted_mean() -> None:
-    template = {"w": np.zeros(2, np.float32), "n": np.zeros((), np.int64)}
-    a = {"w": np.array([1.0, 2.0], np.float32), "n": np.array(3, np.int64)}
-    b = {"w": np.array([4.0, 8.0], np.float32), "n": np.array(6, np.int64)}
+    template: dict[str, np.ndarray] = {"w": np.zeros(2, np.float32), "n": np.zeros((), np.int64)}
+    a: dict[str, np.ndarray] = {"w": np.array([1.0, 2.0], np.float32), "n": np.array(3, np.int64)}
+    b: dict[str, np.ndarray] = {"w": np.array([4.0, 8.0], np.float32), "n": np.array(6, np.int64)}
     out = fedavg([(a, 1), (b, 2)], template)
     assert out["w"].tolist() == pytest.approx([3.0, 6.0])
     assert out["n"].dtype == template["n"].dtype and int(out["n"]) == 5
