@@ -1,6 +1,7 @@
 """Validation-only tuning of the pretraining defaults (issue 11): fold 10 is never loaded.
 
-Usage: ``python benchmarks/tune.py [--workers 2] [--seeds 2] [--only NAME,NAME]``
+Usage: ``python benchmarks/tune.py [--workers 2] [--seeds 2] [--only NAME,NAME]`` (the
+federated variants of issue 21, ``fed-*``, run only when named in ``--only``)
 
 Every variant is pretrained on the quality benchmark's unlabeled corpus (PTB-XL folds 1-8,
 ``cinc/``, ``code15/``) and linearly probed on PTB-XL folds 1-8 → fold 9 with 10 % of the labels
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "tune.json")
     args = parser.parse_args(argv)
     by_name = {v.name: v for v in VARIANTS}
-    chosen = [by_name[n] for n in args.only.split(",")] if args.only else list(VARIANTS)
+    chosen = [by_name[n] for n in args.only.split(",")] if args.only else [
+        v for v in VARIANTS if v.method != "federated"]  # the federated ones by name only
     jobs = [(v, s) for s in range(args.first_seed, args.first_seed + args.seeds) for v in chosen]
     header = {**metadata("tune", argv), "seeds": args.seeds, "draws": args.draws}
     started, rows = time.perf_counter(), []
