@@ -20,8 +20,10 @@ run that is cut off still leaves the finished sections):
 * ``size``: the larger preset (random-init and ACL-ECG) against ``tiny``.
 * ``finetune``: ACL-ECG fine-tuned on 10 % of the labels against supervised training from
   scratch on 100 % (early stopping on fold 9).
-* ``federated``: ACL-ECG by FedAvg over the corpus's sites (PTB-XL recording sites, CinC
-  hospitals, CODE-15) against centralized ACL-ECG on the same records and epochs.
+* ``federated``: ACL-ECG federated over the corpus's sites (PTB-XL recording sites, CinC
+  hospitals, CODE-15; :data:`benchmarks.federated.CHOSEN`) against centralized ACL-ECG on the
+  same records and epochs. ``--probe-methods random,acl`` with it: only the encoders it is
+  compared with.
 * ``scaling``: ACL-ECG on the 550-record folders (``ptbxl/`` + ``cinc/``), on the full real
   corpus, and with GAN records added; and pretraining epochs.
 
@@ -35,10 +37,11 @@ encoder of the same seed by a paired bootstrap over the fold-10 records (the sam
 records for both; the macro scores averaged over seeds and label draws). Nothing is chosen on
 fold 10.
 
-Federated = an in-process FedAvg loop over ``aclecg_core.fed.training.train_site`` (what the
-Flower ClientApp calls) and Flower's ``aggregate_arrayrecords`` weighted by ``num-examples``
-plus ``restore_dtypes`` (what the ServerApp's FedAvg does); one local epoch per round, rounds =
-centralized epochs, so every window is seen as often as in the centralized run.
+Federated = :func:`benchmarks.federated.federated_pretrain`: the ServerApp's strategy
+(``server.strategy.build_strategy``) driven in-process over the sites' ``train_site`` (what the
+ClientApp calls), with :data:`benchmarks.federated.CHOSEN` (chosen on fold 9 by
+``benchmarks/tune.py``); rounds × local epochs = centralized epochs, so every window is seen as
+often as in the centralized run.
 """
 
 from __future__ import annotations
@@ -69,19 +72,18 @@ from aclecg_core.evaluation.metrics import paired_bootstrap
 from aclecg_core.evaluation.probe import C_GRID, split_features
 from aclecg_core.evaluation.reference import FractionProbe, probe_fraction
 from aclecg_core.evaluation.splits import ptbxl_split
-from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
-from aclecg_core.fed.config import FederationConfig, load_config
-from aclecg_core.fed.partition import partition_by_site
-from aclecg_core.fed.training import train_instructions, train_site
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
-from benchmarks.common import CACHE, DATA, RESULTS, ROOT, finish, metadata, write_json
+from benchmarks import federated
+from benchmarks.common import CACHE, DATA, RESULTS, finish, metadata, write_json
+from benchmarks.federated import CHOSEN, FedSettings
 
 PREPROCESSING = PreprocessConfig(window_s=5.0, stride_s=10.0)  # pretraining corpora
 PROBE_PREPROCESSING = PreprocessConfig(window_s=5.0, stride_s=5.0)  # whole records probed
 REAL = ("ptbxl", "ptbxl-more", "cinc", "code15")
 ORIGINAL = ("ptbxl", "cinc")  # the 550 records the project started with
 SECTIONS = ("probe", "ablation", "size", "finetune", "federated", "scaling")
+PROBE_METHODS = ("random", "simclr", "clocs", "acl")
 DRAW_SEED = 1000  # label draws 1000, 1001, ...: the same subsets for every encoder
 
 
@@ -109,7 +111,7 @@ class Budget:
         ("supervised@10%", (("lr", 3e-3),)))
     patience: int = 5
     federated_seeds: int = 3
-    min_site_records: int = 16
+    federated: FedSettings = CHOSEN  # the federated arm's settings (batch size included)
     scaling_epochs: tuple[int, ...] = (10,)
     gan_sites: int = 2
     gan_records: int = 250
@@ -121,8 +123,8 @@ class Budget:
 FULL = Budget()
 QUICK = Budget(epochs=1, batch_size=16, draws=2, bootstrap=20, ablation_seeds=1, size_seeds=1,
                finetune_seeds=1, finetune_epochs=1, finetune_recipes=(), patience=1,
-               federated_seeds=1,
-               min_site_records=4, scaling_epochs=(2,), gan_sites=1, gan_records=6, real_limit=3,
+               federated_seeds=1, federated=replace(CHOSEN, batch_size=16, min_site_records=4),
+               scaling_epochs=(2,), gan_sites=1, gan_records=6, real_limit=3,
                folders=("ptbxl", "cinc"), small_folders=("ptbxl",))
 
 
@@ -229,62 +231,11 @@ def central_pretrain(b: Budget, method: str, seed: int, corpus: Cohort, device: 
                    "losses": [round(v, 4) for v in result.losses]}
 
 
-def fedavg(updates: list[tuple[dict[str, np.ndarray], int]],
-           template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The ServerApp's FedAvg step: Flower's ``aggregate_arrayrecords`` weighted by
-    ``num-examples``, then ``restore_dtypes``."""
-    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
-    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
-
-    replies = [RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-                           "metrics": MetricRecord({"num-examples": n})})
-               for arrays, n in updates]
-    aggregated = aggregate_arrayrecords(replies, "num-examples")
-    return restore_dtypes({k: v.numpy() for k, v in aggregated.items()}, template)
-
-
-def fed_config(b: Budget, seed: int, device: str) -> FederationConfig:
-    return load_config({"config-file": "", "encoder": b.encoder, "method": "acl",
-                        "local-epochs": 1, "batch-size": b.batch_size, "lr": b.lr,
-                        "seed": seed, "device": device, "min-sites": 1}, ROOT)
-
-
 def federated_pretrain(b: Budget, seed: int, corpus: Cohort,
                        device: str) -> tuple[AclEcgModel, dict[str, Any]]:
-    """``b.epochs`` FedAvg rounds of one local ACL-ECG epoch on every site of ``corpus``; the
-    sites with fewer than ``b.min_site_records`` records (most of PTB-XL's 46 recording sites
-    hold 1-6 records here) train as one pooled site, so that every record is trained on."""
-    names, masks = partition_by_site(corpus.records)
-    small = [m.sum() < b.min_site_records for m in masks]
-    if sum(small) > 1:
-        pooled = np.any([m for m, s in zip(masks, small, strict=True) if s], axis=0)
-        names = [n for n, s in zip(names, small, strict=True) if not s] + ["pooled small sites"]
-        masks = [m for m, s in zip(masks, small, strict=True) if not s] + [pooled]
-    sites = [corpus.select_records(m) for m in masks]
-    cfg = fed_config(b, seed, device)
-    model = build_model(EncoderConfig(size=b.encoder), seed=seed)
-    global_arrays = select_keys(to_numpy(model.state_dict()), cfg.run.aggregate)
-    start, failures, losses = time.perf_counter(), 0, []
-    for server_round in range(1, b.epochs + 1):
-        updates, round_losses = [], []
-        for index, site in enumerate(sites, start=1):
-            try:
-                update = train_site(train_instructions(cfg, server_round=server_round), site,
-                                    global_arrays, index, device=cfg.run.device)
-            except ValueError:
-                failures += 1
-                continue
-            updates.append((update.arrays, update.report.num_examples))
-            round_losses.append(update.report.loss)
-        if not updates:
-            raise RuntimeError(f"round {server_round}: every site failed")
-        global_arrays = fedavg(updates, global_arrays)
-        losses.append(round(float(np.mean(round_losses)), 4))
-    model.load_state_dict(to_torch(global_arrays), strict=False)
-    return model, {"seconds": round(time.perf_counter() - start, 1),
-                   "samples_seen": b.epochs * len(corpus), "windows": len(corpus),
-                   "epochs": b.epochs, "losses": losses, "site_failures": failures,
-                   "sites": {n: len(s.records) for n, s in zip(names, sites, strict=True)}}
+    """ACL-ECG over the sites of ``corpus`` (:mod:`benchmarks.federated`, settings
+    ``b.federated``) at the centralized run's samples seen (``b.epochs`` epochs)."""
+    return federated.federated_pretrain(b.federated, b.epochs, seed, corpus, b.encoder, device)
 
 
 # --- the benchmark -----------------------------------------------------------------------------
@@ -366,7 +317,8 @@ class Bench:
 
     def write(self) -> None:
         result = {**finish(self.header, self.started, time.perf_counter()),
-                  "budget": {k: (list(v) if isinstance(v, tuple) else v)
+                  "budget": {k: (list(v) if isinstance(v, tuple) else asdict(v)
+                                 if isinstance(v, FedSettings) else v)
                              for k, v in vars(self.b).items()},
                   "c_grid": list(C_GRID), "preprocessing": PREPROCESSING.to_dict(),
                   "probe_preprocessing": PROBE_PREPROCESSING.to_dict(),
@@ -399,12 +351,12 @@ class Job:
 
 
 def plan(b: Budget, seeds: list[int], sections: list[str], corpus_windows: int,
-         small_windows: int) -> list[Job]:
+         small_windows: int, probe_methods: tuple[str, ...] = PROBE_METHODS) -> list[Job]:
     """Every job, in the order of :data:`SECTIONS` (their order of importance), each section
-    with all of its seeds."""
+    with all of its seeds; the probe section trains ``probe_methods`` only."""
     jobs: list[Job] = []
     for seed in seeds if "probe" in sections else []:
-        jobs += [Job("probe", m, seed, m) for m in ("random", "simclr", "clocs", "acl")]
+        jobs += [Job("probe", m, seed, m) for m in probe_methods]
     for seed in seeds[: b.ablation_seeds] if "ablation" in sections else []:
         jobs += [Job("ablation", "acl-intra", seed, options=(("acl_terms", "intra"),)),
                  Job("ablation", "acl-inter", seed, options=(("acl_terms", "inter"),)),
@@ -417,7 +369,7 @@ def plan(b: Budget, seeds: list[int], sections: list[str], corpus_windows: int,
                  Job("finetune", "supervised@100%", seed, "random", finetune_fraction=1.0),
                  Job("finetune", "supervised@10%", seed, "random", finetune_fraction=b.fraction)]
     for seed in seeds[: b.federated_seeds] if "federated" in sections else []:
-        if "probe" not in sections:  # its random-init reference
+        if "probe" not in sections or "random" not in probe_methods:  # its random-init reference
             jobs.append(Job("probe", "random", seed, "random"))
         jobs.append(Job("federated", "federated-acl", seed, "federated"))
     if "scaling" in sections:
@@ -591,6 +543,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "second run)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs")
+    parser.add_argument("--probe-methods", default=",".join(PROBE_METHODS),
+                        help="the probe section's encoders (e.g. random,acl with the federated "
+                             "section: its comparison without SimCLR and CLOCS)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads per process (1: fastest for tiny)")
@@ -617,11 +572,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+    methods = tuple(m for m in args.probe_methods.split(",") if m)
+    if set(methods) - set(PROBE_METHODS):
+        parser.error(f"unknown probe methods {sorted(set(methods) - set(PROBE_METHODS))}")
     out = args.out or RESULTS / ("quality-quick.json" if args.quick else "quality.json")
     header = {**metadata("quality", None if argv is None else ["benchmarks/quality.py", *argv]),
-              "mode": "quick" if args.quick else "full", "seeds": seeds, "sections": sections}
+              "mode": "quick" if args.quick else "full", "seeds": seeds, "sections": sections,
+              "probe_methods": list(methods)}
     bench = Bench(b, reference(b), args.device, out, header, time.perf_counter())
-    jobs = plan(b, seeds, sections, len(bench.ref.corpus), len(bench.ref.small_corpus))
+    jobs = plan(b, seeds, sections, len(bench.ref.corpus), len(bench.ref.small_corpus), methods)
     execute(bench, jobs, args.workers, args.threads)
     bench.write()
     print(f"[quality] wrote {out} in {time.perf_counter() - bench.started:.0f} s", flush=True)

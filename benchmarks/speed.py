@@ -392,7 +392,7 @@ def measure_rounds(args: dict[str, Any]) -> dict[str, Any]:
     from aclecg_core.fed.arrays import select_keys, to_numpy
     from aclecg_core.fed.config import load_config
     from aclecg_core.fed.training import initial_model, train_instructions, train_site
-    from benchmarks.quality import fedavg
+    from benchmarks.federated import fedavg
 
     cfg = load_config({"config-file": "", "encoder": args["encoder"], "batch-size": 8,
                        "device": args["device"]}, ROOT)

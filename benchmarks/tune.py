@@ -1,6 +1,7 @@
 """Validation-only tuning of the pretraining defaults (issue 11): fold 10 is never loaded.
 
-Usage: ``python benchmarks/tune.py [--workers 2] [--seeds 2] [--only NAME,NAME]``
+Usage: ``python benchmarks/tune.py [--workers 2] [--seeds 2] [--only NAME,NAME]`` (the
+federated variants of issue 21, ``fed-*``, run only when named in ``--only``)
 
 Every variant is pretrained on the quality benchmark's unlabeled corpus (PTB-XL folds 1-8,
 ``cinc/``, ``code15/``) and linearly probed on PTB-XL folds 1-8 → fold 9 with 10 % of the labels
@@ -35,13 +36,15 @@ from aclecg_core.evaluation.splits import ptbxl_split
 from aclecg_core.method.model import EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import CACHE, DATA, RESULTS, finish, metadata, write_json
+from benchmarks.federated import FedSettings, federated_pretrain
 from benchmarks.quality import DRAW_SEED, PREPROCESSING, PROBE_PREPROCESSING, REAL, unlabeled
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One pretraining configuration: ``method`` (``random`` = no pretraining), the encoder
-    preset with optional overrides, and :class:`PretrainConfig` fields."""
+    """One pretraining configuration: ``method`` (``random`` = no pretraining, ``federated`` =
+    ACL-ECG over the corpus's sites), the encoder preset with optional overrides, and
+    :class:`PretrainConfig` fields (``federated``: ``epochs`` and :class:`FedSettings` fields)."""
 
     name: str
     method: str = "acl"
@@ -51,6 +54,10 @@ class Variant:
 
 def _acl(name: str, **options: Any) -> Variant:
     return Variant(name, pretrain=tuple(options.items()))
+
+
+def _fed(name: str, **options: Any) -> Variant:
+    return Variant(name, "federated", pretrain=tuple({"epochs": 30, **options}.items()))
 
 
 VARIANTS = (
@@ -73,6 +80,19 @@ VARIANTS = (
             pretrain=(("epochs", 10),)),
     Variant("w16d3-acl-30ep", encoder=(("size", "tiny"), ("width", 16), ("depth", 3)),
             pretrain=(("epochs", 30),)),
+    # issue 21: federated ACL-ECG at the pooled acl-30ep's samples seen (30 epochs, batch 64)
+    _fed("fed-avg"),
+    _fed("fed-avgm-lr2", strategy="fedavgm", server_lr=2.0),
+    _fed("fed-avgm-m0.5", strategy="fedavgm", server_momentum=0.5),
+    _fed("fed-adam-1e-2", strategy="fedadam", server_eta=1e-2),
+    _fed("fed-2ep", local_epochs=2),
+    _fed("fed-b32", batch_size=32),
+    _fed("fed-avgm-lr3", strategy="fedavgm", server_lr=3.0),
+    _fed("fed-avgm-m0.9", strategy="fedavgm", server_momentum=0.9),
+    _fed("fed-encoder", aggregate="encoder"),
+    _fed("fed-prox-0.01", strategy="fedprox", proximal_mu=0.01),
+    _fed("fed-avgm-m0.5-b32", strategy="fedavgm", server_momentum=0.5, batch_size=32),
+    _fed("fed-avgm-m0.5-2ep", strategy="fedavgm", server_momentum=0.5, local_epochs=2),
 )
 
 
@@ -110,7 +130,13 @@ def run(variant: Variant, seed: int, draws: int) -> dict[str, Any]:
     parts = _PARTS["parts"]
     model = build_model(EncoderConfig(**dict(variant.encoder)), seed=seed)
     info: dict[str, Any] = {"seconds": 0.0, "losses": []}
-    if variant.method != "random":
+    if variant.method == "federated":
+        options = dict(variant.pretrain)
+        epochs = options.pop("epochs")
+        model, fed = federated_pretrain(FedSettings(**options), epochs, seed, parts.corpus,
+                                        encoder=dict(variant.encoder)["size"])
+        info = {k: fed[k] for k in ("seconds", "losses", "rounds", "settings", "site_failures")}
+    elif variant.method != "random":
         cfg = PretrainConfig(method=variant.method, batch_size=64, seed=seed,
                              **dict(variant.pretrain))
         result = pretrain(model, parts.corpus, cfg)
@@ -150,11 +176,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", default="", help="comma-separated variant names")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed, first-seed + 1, ...")
+    parser.add_argument("--only", default="",
+                        help="comma-separated variant names, run in this order")
     parser.add_argument("--out", type=Path, default=RESULTS / "tune.json")
     args = parser.parse_args(argv)
-    chosen = [v for v in VARIANTS if not args.only or v.name in args.only.split(",")]
-    jobs = [(v, s) for s in range(args.seeds) for v in chosen]
+    by_name = {v.name: v for v in VARIANTS}
+    chosen = [by_name[n] for n in args.only.split(",")] if args.only else [
+        v for v in VARIANTS if v.method != "federated"]  # the federated ones by name only
+    jobs = [(v, s) for s in range(args.first_seed, args.first_seed + args.seeds) for v in chosen]
     header = {**metadata("tune", argv), "seeds": args.seeds, "draws": args.draws}
     started, rows = time.perf_counter(), []
     context = multiprocessing.get_context("spawn")

@@ -67,7 +67,7 @@ class RunSettings(Settings):
     strategy: Annotated[str, one_of(STRATEGIES)] = "fedavg"
     proximal_mu: NonNegativeFloat = 0.01
     server_lr: PositiveFloat = 1.0
-    server_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    server_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
     server_eta: PositiveFloat = 0.01
     aggregate: Annotated[str, one_of(AGGREGATES)] = "encoder+projectors"
     max_update_ratio: PositiveFloat = 10.0

@@ -83,15 +83,6 @@ def test_equal_budget(quick_quality: dict[str, Any]) -> None:
     assert len(seen) == 1
 
 
-def test_fedavg_is_the_example_weighted_mean() -> None:
-    template = {"w": torch.zeros(2).numpy(), "n": torch.zeros((), dtype=torch.int64).numpy()}
-    a = {"w": torch.tensor([1.0, 2.0]).numpy(), "n": torch.tensor(3).numpy()}
-    b = {"w": torch.tensor([4.0, 8.0]).numpy(), "n": torch.tensor(6).numpy()}
-    out = quality.fedavg([(a, 1), (b, 2)], template)
-    assert out["w"].tolist() == pytest.approx([3.0, 6.0])
-    assert out["n"].dtype == template["n"].dtype and int(out["n"]) == 5
-
-
 def test_speed_bare_epoch_and_rounds() -> None:
     cohort = speed._pooled(4)
     model = speed.build_model(speed.EncoderConfig(size="tiny"), seed=0)

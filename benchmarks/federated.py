@@ -1,0 +1,165 @@
+"""The federated pretraining loop of the quality benchmark and of the validation study (issue 21).
+
+An in-process federation that runs the product's own code on both sides: the server is
+:func:`server.strategy.build_strategy` (Flower's FedAvg / FedAvgM / FedAdam / FedProx inside the
+project's :class:`~server.strategy.RecordingStrategy`, exactly what the ServerApp starts), driven
+round by round through ``configure_train`` and ``aggregate_train``; every site decodes its train
+message and calls :func:`aclecg_core.fed.training.train_site` as the ClientApp does, keeping its
+non-aggregated arrays between rounds as the ClientApp keeps them in its context state. Only the
+transport is left out (no Flower simulation, no Ray): one process, sites trained in turn.
+
+The sites are the corpus's source hospitals (:func:`aclecg_core.fed.partition.partition_by_site`:
+PTB-XL recording sites, CinC hospitals, CODE-15 sources); sites with fewer than
+``min_site_records`` records train as one pooled site so that every record is trained on.
+``rounds × local_epochs`` = the pooled run's epochs: every window is seen as often as pooled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from flwr.supercore.task_identity import TaskIdentity
+
+from aclecg_core.data.cohort import Cohort
+from aclecg_core.fed import protocol
+from aclecg_core.fed.arrays import restore_dtypes, select_keys, to_numpy, to_torch
+from aclecg_core.fed.config import FederationConfig, load_config
+from aclecg_core.fed.partition import partition_by_site
+from aclecg_core.fed.training import initial_model, train_instructions, train_site
+from aclecg_core.method.model import AclEcgModel
+from benchmarks.common import ROOT
+from server.replies import arrays_of
+from server.strategy import build_strategy
+
+
+@dataclass(frozen=True)
+class FedSettings:
+    """One federated configuration (run-config keys in snake_case; ``docs/federation.md``).
+
+    ``local_epochs`` must divide the pooled epochs: rounds = epochs / local_epochs.
+    """
+
+    strategy: str = "fedavg"  # fedavg, fedavgm, fedadam, fedprox (server/strategy.py)
+    server_lr: float = 1.0  # fedavgm
+    server_momentum: float = 0.0  # fedavgm
+    server_eta: float = 0.01  # fedadam
+    proximal_mu: float = 0.0  # fedprox
+    local_epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-3
+    aggregate: str = "encoder+projectors"  # or "encoder": the projectors stay at each site
+    min_site_records: int = 16
+
+    def rounds(self, epochs: int) -> int:
+        if epochs % self.local_epochs:
+            raise ValueError(f"local_epochs {self.local_epochs} does not divide {epochs} epochs")
+        return epochs // self.local_epochs
+
+
+CHOSEN = FedSettings(strategy="fedavgm", server_momentum=0.5)  # chosen on fold 9 (tune.py)
+
+
+def run_config(s: FedSettings, encoder: str, epochs: int, seed: int,
+               device: str) -> FederationConfig:
+    """The run config of ``s`` (the product's keys; no config file)."""
+    return load_config({
+        "config-file": "", "encoder": encoder, "method": "acl", "seed": seed, "device": device,
+        "min-sites": 1, "num-server-rounds": s.rounds(epochs), "local-epochs": s.local_epochs,
+        "batch-size": s.batch_size, "lr": s.lr, "strategy": s.strategy,
+        "server-lr": s.server_lr, "server-momentum": s.server_momentum,
+        "server-eta": s.server_eta, "proximal-mu": s.proximal_mu,
+        "aggregate": s.aggregate}, ROOT)
+
+
+def corpus_sites(corpus: Cohort, min_records: int) -> tuple[list[str], list[Cohort]]:
+    """The corpus's source sites (names, cohorts); those under ``min_records`` records pooled
+    into one site."""
+    names, masks = partition_by_site(corpus.records)
+    small = [m.sum() < min_records for m in masks]
+    if sum(small) > 1:
+        pooled = np.any([m for m, s in zip(masks, small, strict=True) if s], axis=0)
+        names = [n for n, s in zip(names, small, strict=True) if not s] + ["pooled small sites"]
+        masks = [m for m, s in zip(masks, small, strict=True) if not s] + [pooled]
+    return names, [corpus.select_records(m) for m in masks]
+
+
+class _Nodes:
+    """The part of a Grid that Flower's node sampling uses: one node per site (ids 1..n)."""
+
+    def __init__(self, n: int) -> None:
+        self.nodes = list(range(1, n + 1))
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+
+def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v) for k, v in arrays.items()})
+
+
+def fedavg(updates: list[tuple[dict[str, np.ndarray], int]],
+           template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """FedAvg's step alone (the speed benchmark's memory rounds): Flower's
+    ``aggregate_arrayrecords`` weighted by ``num-examples``, then ``restore_dtypes``."""
+    replies = [RecordDict({"arrays": _record(arrays),
+                           "metrics": MetricRecord({"num-examples": n})})
+               for arrays, n in updates]
+    aggregated = aggregate_arrayrecords(replies, "num-examples")
+    return restore_dtypes(arrays_of(aggregated), template)
+
+
+def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
+                       encoder: str = "tiny", device: str = "cpu"
+                       ) -> tuple[AclEcgModel, dict[str, Any]]:
+    """Federated ACL-ECG pretraining of ``corpus`` by its sites under ``s``; the global model
+    (aggregated keys) plus, for keys kept at the sites, the initial values."""
+    cfg = run_config(s, encoder, epochs, seed, device)
+    if TaskIdentity._run_id is None:  # set by a Flower runtime; messages need it (this process)
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # no per-round sampling lines
+    names, sites = corpus_sites(corpus, s.min_site_records)
+    model = initial_model(cfg)
+    global_arrays = select_keys(to_numpy(model.state_dict()), cfg.run.aggregate)
+    strategy = build_strategy(cfg, global_arrays, lambda *_: None)
+    config = ConfigRecord(cast(dict[str, Any], train_instructions(cfg).encode()))
+    kept: dict[int, dict[str, np.ndarray]] = {}  # a site's context state (non-aggregated arrays)
+    start, failures, losses = time.perf_counter(), 0, []
+    for server_round in range(1, cfg.run.num_server_rounds + 1):
+        sent = list(strategy.configure_train(server_round, _record(global_arrays), config,
+                                             cast(Grid, _Nodes(len(sites)))))
+        replies, round_losses = [], []
+        for message in sent:
+            node = message.metadata.dst_node_id
+            message.metadata.__dict__["_message_id"] = f"r{server_round}n{node}"  # as pushed
+            ins = protocol.TrainInstructions.decode(message.content.config_records[protocol.CONFIG])
+            try:
+                update = train_site(ins, sites[node - 1],
+                                    arrays_of(message.content.array_records[protocol.ARRAYS]),
+                                    node, device=cfg.run.device, local_arrays=kept.get(node))
+            except ValueError:  # a diverged site sends nothing (the ClientApp: an error reply)
+                failures += 1
+                continue
+            if update.local_arrays and ins.aggregate != "encoder+projectors":
+                kept[node] = update.local_arrays
+            replies.append(Message(RecordDict({
+                protocol.ARRAYS: _record(update.arrays),
+                protocol.METRICS: MetricRecord(dict(update.report.encode()))}), reply_to=message))
+            round_losses.append(update.report.loss)
+        arrays, _ = strategy.aggregate_train(server_round, replies)
+        if arrays is None:
+            raise RuntimeError(f"round {server_round}: no site update was aggregated")
+        global_arrays = arrays_of(arrays)
+        losses.append(round(float(np.mean(round_losses)), 4))
+    model.load_state_dict(to_torch(global_arrays), strict=False)
+    return model, {"seconds": round(time.perf_counter() - start, 1),
+                   "samples_seen": epochs * len(corpus), "windows": len(corpus),
+                   "epochs": epochs, "rounds": cfg.run.num_server_rounds, "settings": asdict(s),
+                   "losses": losses, "site_failures": failures,
+                   "sites": {n: len(c.records) for n, c in zip(names, sites, strict=True)}}

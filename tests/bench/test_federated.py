@@ -1,0 +1,83 @@
+"""The benchmarks' federated loop: the ServerApp's strategy over the ClientApp's site training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from flwr.supercore.task_identity import TaskIdentity
+
+from aclecg_core.data.cohort import Cohort, RecordInfo
+from aclecg_core.fed.arrays import select_keys, to_numpy
+from aclecg_core.fed.training import initial_model, train_instructions, train_site
+from benchmarks.federated import (
+    FedSettings,
+    corpus_sites,
+    fedavg,
+    federated_pretrain,
+    run_config,
+)
+
+
+def _cohort(sites: dict[str, int]) -> Cohort:
+    """Random 12-lead 5 s windows at 100 Hz, ``sites[name]`` one-window records per site."""
+    records = [RecordInfo(record_id=f"{name}-{k}", path="", source="test", site=name,
+                          patient_id=f"{name}-p{k}", fold=None, fs=100.0, labels=())
+               for name, n in sites.items() for k in range(n)]
+    n = len(records)
+    rng = np.random.default_rng(0)
+    return Cohort(signals=rng.standard_normal((n, 12, 500)).astype(np.float32),
+                  rpeaks=np.tile(np.arange(50, 500, 100, dtype=np.int32), (n, 1)),
+                  window_record=np.arange(n), records=records, fs=100.0, preprocessing={})
+
+
+@pytest.fixture(autouse=True)
+def _no_task_identity() -> Iterator[None]:
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def test_small_sites_train_as_one_pooled_site() -> None:
+    names, sites = corpus_sites(_cohort({"a": 10, "b": 3, "c": 2}), min_records=4)
+    assert names == ["a", "pooled small sites"] and [len(s) for s in sites] == [10, 5]
+
+
+def test_one_round_is_the_servers_step_over_the_sites_updates() -> None:
+    """FedAvg = the num-examples-weighted mean of the sites' updates; FedAvgM with server
+    lr 2 (no momentum) moves twice as far from the global model."""
+    cohort = _cohort({"a": 12, "b": 6})
+    base = FedSettings(batch_size=4, min_site_records=1)
+    cfg = run_config(base, "tiny", 1, 0, "cpu")
+    start = select_keys(to_numpy(initial_model(cfg).state_dict()), cfg.run.aggregate)
+    _, sites = corpus_sites(cohort, 1)
+    updates = [train_site(train_instructions(cfg, server_round=1), site, start, i, device="cpu")
+               for i, site in enumerate(sites, start=1)]
+    weights = np.array([u.report.num_examples for u in updates], float)
+    assert weights.tolist() == [12.0, 6.0]
+    mean = {k: sum(w * u.arrays[k] for w, u in zip(weights, updates, strict=True))
+               / weights.sum()
+            for k in start}
+    for settings, factor in ((base, 1.0), (FedSettings(strategy="fedavgm", server_lr=2.0,
+                                                       batch_size=4, min_site_records=1), 2.0)):
+        model, info = federated_pretrain(settings, 1, 0, cohort)
+        assert info["rounds"] == 1 and info["site_failures"] == 0
+        got = to_numpy(model.state_dict())
+        for k, v in start.items():
+            np.testing.assert_allclose(got[k], v + factor * (mean[k] - v), rtol=1e-4, atol=1e-6)
+
+
+def test_local_epochs_must_divide_the_epochs() -> None:
+    assert FedSettings(local_epochs=2).rounds(30) == 15
+    with pytest.raises(ValueError, match="does not divide"):
+        FedSettings(local_epochs=4).rounds(30)
+
+
+def test_fedavg_is_the_example_weighted_mean() -> None:
+    template: dict[str, np.ndarray] = {"w": np.zeros(2, np.float32), "n": np.zeros((), np.int64)}
+    a: dict[str, np.ndarray] = {"w": np.array([1.0, 2.0], np.float32), "n": np.array(3, np.int64)}
+    b: dict[str, np.ndarray] = {"w": np.array([4.0, 8.0], np.float32), "n": np.array(6, np.int64)}
+    out = fedavg([(a, 1), (b, 2)], template)
+    assert out["w"].tolist() == pytest.approx([3.0, 6.0])
+    assert out["n"].dtype == template["n"].dtype and int(out["n"]) == 5
