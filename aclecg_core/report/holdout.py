@@ -4,13 +4,16 @@ with round 0) as a table, with the test and validation positives of every class.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from aclecg_core.report.blocks import Section, Table
 from aclecg_core.report.fmt import comparison_words, fmt_diff_ci, fmt_int, fmt_score, fmt_score_ci
-from aclecg_core.report.runlog import ProbeScores, ReportError, _read_probe, _Reader
+from aclecg_core.report.runlog import (
+    ProbeScores,
+    _read_json_file,
+    _read_probe,
+)
 
 HOLDOUT_FILE = "holdout.json"
 ENOUGH_POSITIVES = 30  # a class's test AUROC on fewer positives is weak evidence
@@ -45,14 +48,10 @@ class HoldoutEvidence:
 
 def load_holdout_evidence(run_dir: Path) -> HoldoutEvidence | None:
     """``run_dir/holdout.json``, ``None`` when absent; :class:`ReportError` if malformed."""
-    path = Path(run_dir) / HOLDOUT_FILE
-    if not path.exists():
+    read = _read_json_file(Path(run_dir) / HOLDOUT_FILE)
+    if read is None:
         return None
-    r = _Reader(path)
-    try:
-        d = r.obj(json.loads(path.read_text(encoding="utf-8")), "top level")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot be read as JSON: {exc}") from exc
+    r, d = read
     encoders = []
     for i, raw in enumerate(r.items(d, "encoders", "top level")):
         where = f"encoders[{i}]"

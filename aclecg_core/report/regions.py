@@ -4,7 +4,6 @@ and whether each class with a known region (a regional infarct) is detected best
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,7 +13,7 @@ from typing import Any, TypeVar
 from aclecg_core.report import plots
 from aclecg_core.report.blocks import Image, Section, Table
 from aclecg_core.report.fmt import fmt_diff_ci, fmt_int, fmt_score_ci
-from aclecg_core.report.runlog import Interval, ReportError, _Reader
+from aclecg_core.report.runlog import Interval, _read_json_file, _Reader
 
 REGIONS_FILE = "regions.json"
 PLOT_NAME = "region-auroc.png"
@@ -55,14 +54,10 @@ class Margin:
 
 def load_region_evidence(run_dir: Path) -> RegionEvidence | None:
     """``run_dir/regions.json``, ``None`` when absent; :class:`ReportError` if malformed."""
-    path = Path(run_dir) / REGIONS_FILE
-    if not path.exists():
+    read = _read_json_file(Path(run_dir) / REGIONS_FILE)
+    if read is None:
         return None
-    r = _Reader(path)
-    try:
-        d = r.obj(json.loads(path.read_text(encoding="utf-8")), "top level")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot be read as JSON: {exc}") from exc
+    r, d = read
     evidence = _evidence(r, d, "top level")
     if d.get("round0") is not None:
         start = _evidence(r, r.obj(d["round0"], "round0"), "round0")

@@ -149,6 +149,18 @@ class _Reader:
         return {str(k): _required(self.num(value, k, f"{where}.{key}")) for k in value}
 
 
+def _read_json_file(path: Path) -> tuple[_Reader, dict[str, Any]] | None:
+    """``path``'s top-level JSON object and a reader naming ``path``; ``None`` when the file is
+    absent; :class:`ReportError` when it is not a readable JSON object."""
+    if not path.exists():
+        return None
+    r = _Reader(path)
+    try:
+        return r, r.obj(json.loads(path.read_text(encoding="utf-8")), "top level")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot be read as JSON: {exc}") from exc
+
+
 def _required(value: float | None) -> float:
     return math.nan if value is None else value
 
