@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -115,6 +117,18 @@ def fedavg(updates: list[tuple[dict[str, np.ndarray], int]],
     return restore_dtypes(arrays_of(aggregated), template)
 
 
+@contextmanager
+def _flower_warnings_only() -> Iterator[None]:
+    """Flower's logger at WARNING for the block, its level restored after."""
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        flwr_logger.setLevel(level)
+
+
 def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
                        encoder: str = "tiny", device: str = "cpu"
                        ) -> tuple[AclEcgModel, dict[str, Any]]:
@@ -123,40 +137,42 @@ def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
     cfg = run_config(s, encoder, epochs, seed, device)
     if TaskIdentity._run_id is None:  # set by a Flower runtime; messages need it (this process)
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # no per-round sampling lines
-    names, sites = corpus_sites(corpus, s.min_site_records)
-    model = initial_model(cfg)
-    global_arrays = select_keys(to_numpy(model.state_dict()), cfg.run.aggregate)
-    strategy = build_strategy(cfg, global_arrays, lambda *_: None)
-    config = ConfigRecord(cast(dict[str, Any], train_instructions(cfg).encode()))
-    kept: dict[int, dict[str, np.ndarray]] = {}  # a site's context state (non-aggregated arrays)
-    start, failures, losses = time.perf_counter(), 0, []
-    for server_round in range(1, cfg.run.num_server_rounds + 1):
-        sent = list(strategy.configure_train(server_round, _record(global_arrays), config,
-                                             cast(Grid, _Nodes(len(sites)))))
-        replies, round_losses = [], []
-        for message in sent:
-            node = message.metadata.dst_node_id
-            message.metadata.__dict__["_message_id"] = f"r{server_round}n{node}"  # as pushed
-            ins = protocol.TrainInstructions.decode(message.content.config_records[protocol.CONFIG])
-            try:
-                update = train_site(ins, sites[node - 1],
-                                    arrays_of(message.content.array_records[protocol.ARRAYS]),
-                                    node, device=cfg.run.device, local_arrays=kept.get(node))
-            except ValueError:  # a diverged site sends nothing (the ClientApp: an error reply)
-                failures += 1
-                continue
-            if update.local_arrays and ins.aggregate != "encoder+projectors":
-                kept[node] = update.local_arrays
-            replies.append(Message(RecordDict({
-                protocol.ARRAYS: _record(update.arrays),
-                protocol.METRICS: MetricRecord(dict(update.report.encode()))}), reply_to=message))
-            round_losses.append(update.report.loss)
-        arrays, _ = strategy.aggregate_train(server_round, replies)
-        if arrays is None:
-            raise RuntimeError(f"round {server_round}: no site update was aggregated")
-        global_arrays = arrays_of(arrays)
-        losses.append(round(float(np.mean(round_losses)), 4))
+    with _flower_warnings_only():  # no per-round sampling lines
+        names, sites = corpus_sites(corpus, s.min_site_records)
+        model = initial_model(cfg)
+        global_arrays = select_keys(to_numpy(model.state_dict()), cfg.run.aggregate)
+        strategy = build_strategy(cfg, global_arrays, lambda *_: None)
+        config = ConfigRecord(cast(dict[str, Any], train_instructions(cfg).encode()))
+        kept: dict[int, dict[str, np.ndarray]] = {}  # sites' context state (not aggregated)
+        start, failures, losses = time.perf_counter(), 0, []
+        for server_round in range(1, cfg.run.num_server_rounds + 1):
+            sent = list(strategy.configure_train(server_round, _record(global_arrays), config,
+                                                 cast(Grid, _Nodes(len(sites)))))
+            replies, round_losses = [], []
+            for message in sent:
+                node = message.metadata.dst_node_id
+                message.metadata.__dict__["_message_id"] = f"r{server_round}n{node}"  # as pushed
+                ins = protocol.TrainInstructions.decode(
+                    message.content.config_records[protocol.CONFIG])
+                try:
+                    update = train_site(ins, sites[node - 1],
+                                        arrays_of(message.content.array_records[protocol.ARRAYS]),
+                                        node, device=cfg.run.device, local_arrays=kept.get(node))
+                except ValueError:  # a diverged site sends nothing (the ClientApp: an error reply)
+                    failures += 1
+                    continue
+                if update.local_arrays and ins.aggregate != "encoder+projectors":
+                    kept[node] = update.local_arrays
+                replies.append(Message(RecordDict({
+                    protocol.ARRAYS: _record(update.arrays),
+                    protocol.METRICS: MetricRecord(dict(update.report.encode()))}),
+                    reply_to=message))
+                round_losses.append(update.report.loss)
+            arrays, _ = strategy.aggregate_train(server_round, replies)
+            if arrays is None:
+                raise RuntimeError(f"round {server_round}: no site update was aggregated")
+            global_arrays = arrays_of(arrays)
+            losses.append(round(float(np.mean(round_losses)), 4))
     model.load_state_dict(to_torch(global_arrays), strict=False)
     return model, {"seconds": round(time.perf_counter() - start, 1),
                    "samples_seen": epochs * len(corpus), "windows": len(corpus),
