@@ -142,25 +142,30 @@ def _fit_path(x: np.ndarray, y: np.ndarray, grid: list[float]) -> np.ndarray:
 
     Minimises, per C, the mean log-loss + ||w||² / (2·C·n) (the minimiser of scikit-learn's
     ``C·Σ loss + ||w||²/2``) for all K columns at once with L-BFGS, warm-started from the
-    previous C of the ascending grid.
+    previous C of the ascending grid. The weights are held (K, D + 1) and the design also
+    transposed, so that both products of an evaluation are the fast (K, ·) @ (·, ·) shape, and
+    the log-loss needs one ``log_expit``: -log σ(-z) = z - log σ(z).
     """
     n, d = x.shape
-    xa = np.hstack([x, np.ones((n, 1))])
-    y = y.astype(np.float64)
-    w = np.zeros((d + 1, y.shape[1]))
+    design = np.hstack([x, np.ones((n, 1))])
+    design_t = np.ascontiguousarray(design.T)
+    y_t = np.ascontiguousarray(y.T, dtype=np.float64)
+    w = np.zeros((y.shape[1], d + 1))
     path = np.zeros((len(grid), y.shape[1], d + 1))
     for i, c in enumerate(grid):
         def objective(flat: np.ndarray, c: float = c) -> tuple[float, np.ndarray]:
-            weights = flat.reshape(d + 1, -1)
-            z = xa @ weights
-            loss = -(y * log_expit(z) + (1 - y) * log_expit(-z)).sum() / n
-            grad = xa.T @ (expit(z) - y) / n
-            grad[:-1] += weights[:-1] / (c * n)
-            return loss + float((weights[:-1] ** 2).sum()) / (2 * c * n), grad.ravel()
+            weights = flat.reshape(-1, d + 1)
+            z = weights @ design_t
+            log_p = log_expit(z)
+            loss = float(((1 - y_t) * z - log_p).sum()) / n
+            grad = (np.exp(log_p) - y_t) @ design / n
+            penalised = weights[:, :-1]
+            grad[:, :-1] += penalised / (c * n)
+            return loss + float(np.vdot(penalised, penalised)) / (2 * c * n), grad.ravel()
 
         w = minimize(objective, w.ravel(), jac=True, method="L-BFGS-B",
-                     options={"maxiter": 1000, "gtol": 1e-6}).x.reshape(d + 1, -1)
-        path[i] = w.T
+                     options={"maxiter": 1000, "gtol": 1e-6}).x.reshape(-1, d + 1)
+        path[i] = w
     return path
 
 
@@ -180,7 +185,8 @@ def fit_probe(data: ProbeData, c_grid: tuple[float, ...] = C_GRID) -> ProbeFit:
     constant = ~evaluable(train_y)
     columns = validation_columns(train_y, np.asarray(data.val_y))
     fitted = np.flatnonzero(~constant)
-    with threadpool_limits(limits=1):  # small products: threads only add overhead
+    # small products: BLAS threads only add overhead (BLAS only: torch's threads are untouched)
+    with threadpool_limits(limits=1, user_api="blas"):
         path = _fit_path(scaler.transform(data.train_x), train_y[:, fitted], grid)
         val_x = scaler.transform(data.val_x)
         val_y = np.asarray(data.val_y)

@@ -6,11 +6,13 @@ final encoder against round 0's (``RUN_DIR/regions.json``); the report reads bot
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from aclecg_core.evaluation.probe import ProbeData, record_labels
 from aclecg_core.evaluation.reference import ReferenceProbe
@@ -52,26 +54,33 @@ def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe
                                n_bootstrap=cfg.probe.bootstrap, device=device)
     encoders: list[dict[str, Any]] = []
     done: dict[int, dict[str, Any]] = {}
-    regions: dict[str, tuple[int, RegionProbeResult]] = {}
-    for name, model, meta in _encoders(run_dir, device, best=whole):
-        if meta["round"] in done:  # the best round is the final one (or round 0)
-            done[meta["round"]]["names"].append(name)
-        else:
-            leads = [record_lead_features(model, part, device) for part in parts]
-            entry: dict[str, Any] = {"names": [name], "round": meta["round"]}
-            if whole:
-                features = ProbeData(*(array for lead, y in zip(leads, labels, strict=True)
-                                       for array in (global_features(model, lead), y)))
-                result, difference = (reference.set_reference(features), None) if not done \
-                    else reference.probe(features)
-                entry.update(**result.to_dict(), vs_round0=None if difference is None
-                             else difference.to_dict())
-                encoders.append(entry)
-            done[meta["round"]] = entry
-        if name != "best":
-            regions[name] = meta["round"], region_probe(
-                model, *parts, data.classes, device, seed=cfg.run.seed,
-                n_bootstrap=cfg.probe.bootstrap, leads=leads)
+    regions: dict[str, tuple[int, Future[RegionProbeResult]]] = {}
+    # The encoder passes run here, one encoder after the other; the probes fitted on their
+    # features run beside them in two lanes, whole-record probes (round 0 first: the others
+    # are paired with it) and region probes, each lane in order. The fits use one BLAS thread
+    # each; limiting BLAS for the whole block keeps the lanes from undoing each other's limit.
+    with threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(1, "aclecg-holdout") as holdout_lane, \
+            ThreadPoolExecutor(1, "aclecg-regions") as region_lane:
+        for name, model, meta in _encoders(run_dir, device, best=whole):
+            if meta["round"] in done:  # the best round is the final one (or round 0)
+                done[meta["round"]]["names"].append(name)
+            else:
+                leads = [record_lead_features(model, part, device) for part in parts]
+                entry: dict[str, Any] = {"names": [name], "round": meta["round"]}
+                if whole:
+                    features = ProbeData(*(array for lead, y in zip(leads, labels, strict=True)
+                                           for array in (global_features(model, lead), y)))
+                    entry["probe"] = holdout_lane.submit(
+                        _whole_probe, reference, features, first=not done)
+                    encoders.append(entry)
+                done[meta["round"]] = entry
+            if name != "best":
+                regions[name] = meta["round"], region_lane.submit(
+                    region_probe, model, *parts, data.classes, device, seed=cfg.run.seed,
+                    n_bootstrap=cfg.probe.bootstrap, leads=leads)
+    for entry in encoders:
+        entry.update(entry.pop("probe").result())
     holdout = None
     if whole:
         holdout = {
@@ -85,11 +94,23 @@ def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe
             "encoders": encoders,
         }
         _write(Path(run_dir) / HOLDOUT_FILE, holdout)
-    (final_round, final), (_, start) = regions["final"], regions["round 0"]
+    (final_round, final_job), (_, start_job) = regions["final"], regions["round 0"]
+    final, start = final_job.result(), start_job.result()
     _write(Path(run_dir) / REGIONS_FILE, {
         "round": final_round, **final.to_dict(), "round0": start.to_dict(),
         "vs_round0": region_differences(final, start, cfg.run.seed, cfg.probe.bootstrap)})
     return holdout, final
+
+
+def _whole_probe(reference: ReferenceProbe, features: ProbeData, first: bool
+                 ) -> dict[str, Any]:
+    """The whole-record probe of one encoder's features; the first is round 0's, the
+    reference of the others, which are paired with it."""
+    if first:
+        return {**reference.set_reference(features).to_dict(), "vs_round0": None}
+    result, difference = reference.probe(features)
+    return {**result.to_dict(),
+            "vs_round0": None if difference is None else difference.to_dict()}
 
 
 def _encoders(run_dir: Path, device: torch.device | str, best: bool
