@@ -17,7 +17,7 @@ from flwr.common.logger import log
 from aclecg_core.fed import protocol
 from aclecg_core.fed.audit import array_digest
 from aclecg_core.fed.config import FederationConfig
-from aclecg_core.fed.probe import ServerProbe
+from aclecg_core.fed.probe import ServerProbe, yield_cpu_to_training
 from aclecg_core.fed.roundlog import failure_lines, round_line
 from aclecg_core.fed.roundrecord import RoundRecord
 from aclecg_core.fed.rounds import check_round
@@ -38,7 +38,8 @@ class RoundRecorder:
         self.record = RoundRecord()
         self.mark = self.replied = time.perf_counter()  # the round's start; its replies' arrival
         self.next_sent: str | None = None  # digest of the arrays the next round sends
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aclecg-round")
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aclecg-round",
+                                         initializer=yield_cpu_to_training)
         self.pending: list[Future[None]] = []
 
     def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:

@@ -46,8 +46,11 @@ class SimulationError(RuntimeError):
 
 # A local Ray instance's workers import torch, torch._dynamo (which the first optimizer of a
 # process imports: 1.5 s) and the ClientApp when Ray prestarts them, rather than on the first
-# message of round 1.
-LOCAL_RAY_ENV = {"RAY_preload_python_modules": "torch,torch._dynamo,client.app"}
+# message of round 1. Ray starts its workers at niceness 15, below the driver: the simulated
+# sites would yield to the server's probe thread; at 0 they train first and the probe
+# (niceness 10: aclecg_core.fed.probe.yield_cpu_to_training) takes the cores they leave idle.
+LOCAL_RAY_ENV = {"RAY_preload_python_modules": "torch,torch._dynamo,client.app",
+                 "RAY_worker_niceness": "0"}
 
 
 def usable_cpus() -> int:

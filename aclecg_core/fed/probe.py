@@ -4,6 +4,9 @@ probed round's result with its paired difference from round 0's random-init enco
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +91,20 @@ def _checked(data: ProbeCohorts, what: str, advice: str) -> ProbeCohorts:
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}; {advice}") from None
     return data
+
+
+PROBE_NICENESS = 10  # the server's probe thread yields the CPU to training on the same machine
+
+
+def yield_cpu_to_training() -> None:
+    """Lower the calling thread's scheduling priority (Linux: niceness is per thread; the
+    threads it starts, e.g. torch's, inherit it): on a machine that also trains (a simulation)
+    the per-round probe then uses the cores the sites leave idle instead of slowing them.
+    Elsewhere a no-op (there it would lower the whole process)."""
+    if sys.platform == "linux":
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid,
+                       max(os.getpriority(os.PRIO_PROCESS, tid), PROBE_NICENESS))
 
 
 class ServerProbe:

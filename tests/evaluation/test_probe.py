@@ -111,3 +111,25 @@ def test_extract_features_and_probe_cohorts(tiny_cohort: tuple[Cohort, Cohort, C
     assert feats.shape == (40, model.embed_dim) and feats.dtype == np.float32
     result = probe_cohorts(model, train, val, cohort, ["A", "B"], n_bootstrap=20)
     assert result.n_train == 10 and result.n_val == 10 and result.n_test == 20
+
+
+@pytest.mark.parametrize("n, d", [(120, 30), (40, 90)])  # more records than features, and fewer
+def test_c_path_matches_scikit_learn(n: int, d: int) -> None:
+    """Every C of the path is scikit-learn's L2 logistic regression of each column (one-vs-rest),
+    including when there are fewer records than features (the fit then runs in the records'
+    span)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from aclecg_core.evaluation.probe import _fit_path
+
+    rng = np.random.default_rng(3)
+    x = StandardScaler().fit_transform(rng.standard_normal((n, d)) + rng.standard_normal(d))
+    y = (x[:, :2] @ rng.standard_normal((2, 3)) + rng.standard_normal((n, 3)) > 0.3)
+    grid = [0.01, 0.1, 1.0]
+    path = _fit_path(x, y.astype(np.uint8), grid)
+    for i, c in enumerate(grid):
+        for k in range(y.shape[1]):
+            ref = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x, y[:, k])
+            np.testing.assert_allclose(x @ path[i, k, :-1] + path[i, k, -1],
+                                       ref.decision_function(x), atol=2e-3, rtol=2e-3)

@@ -4,6 +4,10 @@ record and its console lines."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +139,14 @@ def test_round_lines() -> None:
         "[aclecg] round 2/5  loss site1=1.235  probe AUROC -  0.0 s")
     assert failure_lines(2, [{"site": "site2", "error": "no data"}]) == [
         "[aclecg] round 2: site2 failed: no data"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
+def test_the_probe_thread_yields_the_cpu_and_only_it() -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    with ThreadPoolExecutor(1, initializer=probe_module.yield_cpu_to_training) as worker:
+        assert worker.submit(niceness).result() == max(before, probe_module.PROBE_NICENESS)
+    assert niceness() == before
