@@ -58,17 +58,21 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
             recorder = RoundRecorder(cfg, folder, template, offset, probe)
             strategy = build_strategy(cfg, select_keys(template, cfg.run.aggregate),
                                       recorder.on_replies)
-            initial = select_keys(state, cfg.run.aggregate)
+            initial = ArrayRecord({k: Array(v) for k, v in
+                                   select_keys(state, cfg.run.aggregate).items()})
+            if offset > 0 and strategy.optimiser is not None:  # momentum, moments: exact resume
+                strategy.optimiser.restore(folder.load_server_state(offset), initial, offset)
             try:
                 strategy.start(
                     grid=SecureAggregationGrid(grid, cfg.run) if cfg.run.secure_aggregation
                     else grid,
-                    initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
+                    initial_arrays=initial,
                     num_rounds=remaining,
                     timeout=cfg.run.round_timeout,
                     train_config=ConfigRecord(cast(dict[str, Any],
                                                    train_instructions(cfg, offset).encode())),
-                    evaluate_fn=recorder.evaluate,
+                    evaluate_fn=lambda server_round, arrays: recorder.evaluate(
+                        server_round, arrays, strategy.server_state()),
                 )
             finally:  # the rounds already trained are probed and written, even after a failure
                 recorder.close()

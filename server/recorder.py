@@ -57,8 +57,10 @@ class RoundRecorder:
         record.no_reply(silent, self.cfg.run.round_timeout)
         check_round(self.offset + server_round, len(record.clients), record.failures)
 
-    def evaluate(self, server_round: int, arrays: ArrayRecord) -> None:
-        """Hand the aggregate of ``server_round`` to the worker thread, which probes it (when
+    def evaluate(self, server_round: int, arrays: ArrayRecord,
+                 server_state: dict[str, np.ndarray] | None = None) -> None:
+        """Hand the aggregate of ``server_round`` (and ``server_state``, the server optimiser's
+        state after it, if the strategy keeps one) to the worker thread, which probes it (when
         due), checkpoints and logs it while the sites train the next round; rounds are written
         in order. A failure of an earlier round's job is raised here."""
         self._raise_failed()
@@ -72,7 +74,7 @@ class RoundRecorder:
                                                "aggregation_s": aggregated - self.replied}
         self.pending.append(self.worker.submit(
             self._finish, global_round, self.record, {**self.template, **arrays_of(arrays)},
-            aggregated - self.mark, timing))
+            aggregated - self.mark, timing, server_state if server_round > 0 else None))
         self.next_sent = array_digest(arrays_of(arrays))
         self.record, self.mark = RoundRecord(), time.perf_counter()
 
@@ -88,12 +90,13 @@ class RoundRecorder:
             future.result()
 
     def _finish(self, global_round: int, record: RoundRecord, state: dict[str, np.ndarray],
-                wall: float, timing: dict[str, float]) -> None:
+                wall: float, timing: dict[str, float],
+                server_state: dict[str, np.ndarray] | None) -> None:
         """Probe (when due), checkpoint, audit and log one round (in the worker thread)."""
         start = time.perf_counter()
         probe = self._probe(global_round, state) if self.probe.due(global_round) else None
         record.write(self.folder, global_round, state, wall, probe,
-                     {**timing, "probe_s": time.perf_counter() - start})
+                     {**timing, "probe_s": time.perf_counter() - start}, server_state)
         log(INFO, round_line(global_round, self.cfg.run.num_server_rounds, record.clients,
                              wall, probe))
         for line in failure_lines(global_round, record.failures):

@@ -32,7 +32,8 @@ def check_reply(msg: Message, template: Mapping[str, np.ndarray],
                 same_dtypes: bool) -> Message:
     """``msg``, or when its training reply cannot be aggregated
     (:mod:`aclecg_core.fed.updates`) an error reply from the same node naming the site and why:
-    its arrays never reach the aggregation."""
+    its arrays never reach the aggregation. An accepted reply's arrays are put in the key order
+    of ``template`` (Flower's FedAvgM pairs them with the global arrays by position)."""
     if msg.has_error():
         return msg
     metrics = msg.content.metric_records.get(protocol.METRICS)
@@ -44,7 +45,8 @@ def check_reply(msg: Message, template: Mapping[str, np.ndarray],
     else:
         problem = check_metrics(dict(metrics)) or check_arrays(
             arrays_of(record), template, reference, max_ratio, same_dtypes)
-    if problem is None:
+    if problem is None and record is not None:
+        msg.content[protocol.ARRAYS] = ArrayRecord({k: record[k] for k in template})
         return msg
     node = msg.metadata.src_node_id
     index = None if metrics is None else metrics.get("site-index")

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from logging import INFO
 from typing import Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     Bulyan,
-    FedAdam,
     FedAvg,
     FedAvgM,
     FedMedian,
@@ -29,6 +30,7 @@ from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.console import DropMessages, filtered
 from aclecg_core.fed.rounds import aggregate_client_metrics
 from server.dp import DpSettings, wrap_with_dp
+from server.optimiser import GlobalRoundFedAdam, ServerOptimiser
 from server.replies import arrays_of, check_reply, reply_order
 
 RepliesHook = Callable[[int, list[Message], list[int]], None]
@@ -42,9 +44,11 @@ def _train_metrics(replies: list[RecordDict], weight_key: str) -> MetricRecord:
 
 
 def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
-                   on_replies: RepliesHook) -> Strategy:
+                   on_replies: RepliesHook) -> RecordingStrategy:
     """The configured Flower strategy, in the server-side DP wrapper when ``dp`` is on, inside
-    a :class:`RecordingStrategy` (replies reported, site order, dtypes of ``template``)."""
+    a :class:`RecordingStrategy` (replies reported, site order, dtypes of ``template``, the
+    server optimiser's state of FedAvgM and FedAdam). A ``robust-aggregation`` replaces the
+    server step of ``fedavg`` and ``fedavgm`` (no server momentum)."""
     r = cfg.run
     common: dict[str, Any] = dict(fraction_train=r.fraction_train, fraction_evaluate=0.0,
                                   min_train_nodes=r.min_sites, min_evaluate_nodes=0,
@@ -54,13 +58,16 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
     if r.robust_aggregation != "off":
         base, extra = _robust_strategy(cfg)
         common.update(extra)
+        if r.strategy != "fedavg":
+            log(INFO, "[aclecg] robust-aggregation '%s' replaces the server step of strategy "
+                "'%s' (no server momentum)", r.robust_aggregation, r.strategy)
     elif r.strategy == "fedprox":
         base, common["proximal_mu"] = FedProx, r.proximal_mu
     elif r.strategy == "fedavgm":
         base = FedAvgM
         common.update(server_learning_rate=r.server_lr, server_momentum=r.server_momentum)
     elif r.strategy == "fedadam":
-        base, common["eta"] = FedAdam, r.server_eta
+        base, common["eta"] = GlobalRoundFedAdam, r.server_eta
     else:
         base = FedAvg
     dp = DpSettings.from_run(cfg.run)
@@ -68,8 +75,10 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
     with filtered(logging.getLogger("flwr"), DropMessages("fraction_evaluate is set to 0.0")):
         strategy = base(**common)
     inner = wrap_with_dp(strategy, dp, cfg.sites_per_round())
+    optimiser = (ServerOptimiser(strategy, template)
+                 if isinstance(strategy, FedAvgM | GlobalRoundFedAdam) else None)
     return RecordingStrategy(inner, template, on_replies, max_update_ratio=r.max_update_ratio,
-                             same_dtypes=not r.secure_aggregation)
+                             same_dtypes=not r.secure_aggregation, optimiser=optimiser)
 
 
 def _robust_strategy(cfg: FederationConfig) -> tuple[type[FedAvg], dict[str, Any]]:
@@ -93,19 +102,27 @@ class RecordingStrategy(Strategy):
     error reply naming the site and the reason: a failure of the round), (2) report every
     round's replies, errors included, and the nodes that did not answer (before a DP wrapper
     may skip the round), (3) aggregate in a fixed (site) order and (4) give the aggregated
-    arrays back the dtypes of ``template``."""
+    arrays back the dtypes of ``template``; ``optimiser``: the state of the server optimiser
+    inside ``inner``, if it keeps one."""
 
     def __init__(self, inner: Strategy, template: Mapping[str, np.ndarray],
                  on_replies: RepliesHook, max_update_ratio: float = float("inf"),
-                 same_dtypes: bool = True) -> None:
+                 same_dtypes: bool = True, optimiser: ServerOptimiser | None = None) -> None:
         self.inner, self.template, self.on_replies = inner, template, on_replies
         self.max_update_ratio, self.same_dtypes = max_update_ratio, same_dtypes
+        self.optimiser = optimiser
         self.sent: list[Message] = []  # this round's train messages (ids set when pushed)
         self.global_arrays: dict[str, np.ndarray] | None = None  # what this round trains from
+
+    def server_state(self) -> dict[str, np.ndarray] | None:
+        """The server optimiser's state after the last round; None if the strategy keeps none."""
+        return None if self.optimiser is None else self.optimiser.state()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self.global_arrays = arrays_of(arrays)
+        if self.optimiser is not None:
+            self.optimiser.sent(arrays)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self.sent = messages
         return messages

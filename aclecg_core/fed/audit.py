@@ -4,7 +4,8 @@ One JSON object per line; every line carries ``prev``, the SHA-256 of the previo
 (:data:`GENESIS` for the first), so editing, removing or inserting a line breaks the chain at the
 next line. Events: ``start`` / ``resume`` (config and code), ``round`` (one per finished round:
 sites asked, answered and failed, digests of the arrays sent, of each reply or only the
-aggregate under secure aggregation, of the aggregate and of the checkpoint files) and ``finish``.
+aggregate under secure aggregation, of the aggregate and of the checkpoint files, the server
+optimiser's state file included) and ``finish``.
 :func:`verify_run` re-hashes the chain and the checkpoints on disk. Format: docs/federation.md.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from aclecg_core.fed.arrays import select_keys, to_numpy
+from aclecg_core.fed.serverstate import is_server_state
 from aclecg_core.method.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint
 
 AUDIT_FILE = "audit.jsonl"
@@ -119,9 +121,12 @@ class AuditTrail:
                     code=dict(code))
 
     def round(self, server_round: int, exchange: RoundExchange, aggregate: Mapping[str, np.ndarray],
-              checkpoint: Path, config: Mapping[str, Any], code: Mapping[str, str]) -> None:
-        """One finished round: the exchange, the aggregate and the checkpoint files written."""
-        files = {p.name: file_digest(p) for p in checkpoint_paths(checkpoint)}
+              checkpoint: Path, config: Mapping[str, Any], code: Mapping[str, str],
+              server_state: Path | None = None) -> None:
+        """One finished round: the exchange, the aggregate and the checkpoint files written
+        (with the server optimiser's state file, when the strategy keeps one)."""
+        paths = [*checkpoint_paths(checkpoint), *([server_state] if server_state else [])]
+        files = {p.name: file_digest(p) for p in paths}
         self.append("round", round=server_round, sites_asked=exchange.asked,
                     sites_answered=exchange.answered, sites_failed=exchange.failed,
                     global_sent_sha256=exchange.sent_sha256,
@@ -177,7 +182,8 @@ def _check_round(run_dir: Path, entry: dict[str, Any], aggregate: str,
             problems.append(f"round {r}: checkpoints/{name} is missing")
         elif file_digest(path) != digest:
             problems.append(f"round {r}: checkpoints/{name} differs from the audit trail")
-    tensors = next((n for n in files if n.endswith(".safetensors")), None)
+    tensors = next((n for n in files if n.endswith(".safetensors") and not is_server_state(n)),
+                   None)
     if tensors is None:
         problems.append(f"round {r} (line {entry['_line']}): no checkpoint recorded")
         return None

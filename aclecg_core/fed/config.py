@@ -41,6 +41,7 @@ PARTITIONS = ("site", "iid", "dirichlet")
 PROBE_SOURCES = ("synthetic-holdout", "ptbxl", "cinc")
 # Flower 1.41's aggregations that resist outlying updates (flwr.serverapp.strategy).
 ROBUST_AGGREGATIONS = ("off", "median", "trimmed-mean", "krum", "multi-krum", "bulyan")
+ROBUST_STRATEGIES = ("fedavg", "fedavgm")  # whose server step a robust aggregation replaces
 SECTIONS = ("cohort", "probe", "preprocessing")  # of the YAML file
 
 _Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -64,7 +65,7 @@ class RunSettings(Settings):
     acl_terms: Annotated[str, one_of(ACL_TERMS)] = "both"
     views: Annotated[str, one_of(VIEWS)] = "auto"
     encoder: Annotated[str, one_of(ENCODER_SIZES)] = "tiny"
-    strategy: Annotated[str, one_of(STRATEGIES)] = "fedavg"
+    strategy: Annotated[str, one_of(STRATEGIES)] = "fedavgm"
     proximal_mu: NonNegativeFloat = 0.01
     server_lr: PositiveFloat = 1.0
     server_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
@@ -103,7 +104,9 @@ class RunSettings(Settings):
 
     def problems(self) -> list[str]:
         """Rules across keys: CLOCS has no views; secure aggregation hides the single updates
-        that DP clipping and robust aggregation need; a robust aggregation replaces FedAvg's."""
+        that DP clipping and robust aggregation need; a robust aggregation replaces the server
+        step of fedavg and fedavgm (the default; no server momentum then), not FedProx's or
+        FedAdam's."""
         out = []
         if self.method == "clocs" and self.views != "auto":
             out.append("key 'views' must be 'auto' with method 'clocs' (CLOCS contrasts "
@@ -120,9 +123,10 @@ class RunSettings(Settings):
             out.append(f"robust-aggregation '{robust}' cannot be combined with secure-aggregation:"
                        " it compares single updates, which secure aggregation hides from the "
                        "server; set robust-aggregation=off or secure-aggregation=false")
-        if robust != "off" and self.strategy != "fedavg":
-            out.append(f"robust-aggregation '{robust}' replaces fedavg's weighted mean and cannot "
-                       f"be combined with strategy '{self.strategy}'; use strategy=fedavg")
+        if robust != "off" and self.strategy not in ROBUST_STRATEGIES:
+            out.append(f"robust-aggregation '{robust}' replaces the server step of fedavg or "
+                       f"fedavgm and cannot be combined with strategy '{self.strategy}'; use "
+                       "strategy=fedavgm (the default) or fedavg")
         return out
 
 

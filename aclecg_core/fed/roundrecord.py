@@ -4,7 +4,7 @@ with the round's checkpoint by :meth:`RunFolder.finish_round`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +53,10 @@ class RoundRecord:
 
     def write(self, folder: RunFolder, global_round: int, state: dict[str, np.ndarray],
               wall_seconds: float, probe: dict[str, Any] | None,
-              timing: dict[str, float] | None = None) -> None:
-        """The sites' counts, checkpoint, audit line and metrics of the round in ``folder``."""
+              timing: dict[str, float] | None = None,
+              server_state: Mapping[str, np.ndarray] | None = None) -> None:
+        """The sites' counts, checkpoint (with the server optimiser's state, if any), audit
+        line and metrics of the round in ``folder``."""
         folder.add_sites(self.sites)
         folder.finish_round(global_round, state, wall_seconds, self.clients, self.failures,
-                            probe, self.exchange, timing)
+                            probe, self.exchange, timing, server_state)

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ import numpy as np
 from aclecg_core.fed.arrays import select_keys, to_numpy, to_torch
 from aclecg_core.fed.audit import AuditTrail, RoundExchange, code_version
 from aclecg_core.fed.config import ConfigError, FederationConfig
+from aclecg_core.fed.serverstate import load_server_state, save_server_state, server_state_path
 from aclecg_core.method.checkpoint import (
+    CheckpointError,
     checkpoint_paths,
     corpus_summary,
     encoder_metadata,
@@ -139,6 +142,19 @@ class RunFolder:
         state, _ = load_checkpoint(self.round_path(server_round))
         return to_numpy(state)
 
+    def load_server_state(self, server_round: int) -> dict[str, np.ndarray]:
+        """The server optimiser's state saved after ``server_round``, which an exact resume
+        needs; :class:`ConfigError` naming the file when it cannot be read (run folders written
+        before the state was saved have none)."""
+        path = server_state_path(self.round_path(server_round))
+        try:
+            return load_server_state(path, self.cfg.run.strategy, server_round)
+        except CheckpointError as exc:
+            raise ConfigError(f"cannot resume {self.path}: {exc}; strategy "
+                              f"'{self.cfg.run.strategy}' continues exactly only from the server "
+                              f"optimiser's state after round {server_round} (run folders "
+                              "written before it was saved have none): start a new run") from None
+
     def add_sites(self, sites: list[dict[str, Any]]) -> None:
         """Record per-site aggregate counts (the first report of each site is kept)."""
         known = {s["site"] for s in self.metrics["sites"]}
@@ -152,8 +168,10 @@ class RunFolder:
                      wall_seconds: float, clients: list[dict[str, Any]],
                      failures: list[dict[str, Any]], probe: dict[str, Any] | None,
                      exchange: RoundExchange | None = None,
-                     timing: dict[str, float] | None = None) -> None:
-        """Checkpoint the global model of ``server_round``, add the round to the audit trail
+                     timing: dict[str, float] | None = None,
+                     server_state: Mapping[str, np.ndarray] | None = None) -> None:
+        """Checkpoint the global model of ``server_round`` (and ``server_state``, the server
+        optimiser's state, when the strategy keeps one), add the round to the audit trail
         (``exchange``: what was sent and received; None for round 0), append its metrics with
         ``timing`` (seconds of the round's phases) and ``write_s``, the time of this write."""
         start = time.perf_counter()
@@ -165,9 +183,13 @@ class RunFolder:
                      "macro_auprc": None if probe is None else probe.get("macro_auprc")},
             config=self.cfg.to_dict(), corpus=self._corpus(), aggregate=self.cfg.run.aggregate)
         save_checkpoint(self.round_path(server_round), to_torch(state), metadata)
+        state_file = None
+        if server_state is not None:
+            state_file = server_state_path(self.round_path(server_round))
+            save_server_state(state_file, server_state, self.cfg.run.strategy, server_round)
         self.audit.round(server_round, exchange or RoundExchange(),
                          select_keys(state, self.cfg.run.aggregate), self.round_path(server_round),
-                         self.cfg.to_dict(), self.code)
+                         self.cfg.to_dict(), self.code, state_file)
         self._copy(self.round_path(server_round), "final")
         best = self.metrics["best"]  # chosen on the probe's validation score, never on test
         val = None if probe is None else probe.get("val_auroc")

@@ -39,7 +39,8 @@ def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def _atomic_write(target: Path, write: Any) -> None:
+def atomic_write(target: Path, write: Any) -> None:
+    """``write(tmp)`` to a temporary file beside ``target``, then rename it to ``target``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     try:
@@ -59,8 +60,8 @@ def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], metadata: d
     except TypeError as exc:
         raise CheckpointError(f"metadata for {sidecar_path} is not JSON: {exc}") from None
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    _atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp))
-    _atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp))
+    atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict]:

@@ -86,9 +86,18 @@ ROBUST_AGGREGATIONS = {  # robust-aggregation (run config) -> what Flower's stra
 }
 
 
+SERVER_STEPS = {  # strategy -> the server's step from the weighted mean to the new model
+    "fedavgm": "a server step with momentum (server-lr = {server-lr}, server-momentum = "
+               "{server-momentum})",
+    "fedadam": "an Adam server step (server-eta = {server-eta})",
+}
+SERVER_STEP_KEYS = ("server-lr", "server-momentum", "server-eta")
+
+
 def aggregation_statement(flat: dict[str, Any] | None) -> str:
     """How the sites' models were combined (``robust-aggregation``, else the strategy's
-    weighted mean) and the ``max-update-ratio`` bound that refused updates before it."""
+    weighted mean and its server step) and the ``max-update-ratio`` bound that refused updates
+    before it."""
     if flat is None:
         return "not recorded (no config.json)"
     robust = _config_value(flat, "robust-aggregation")
@@ -102,6 +111,9 @@ def aggregation_statement(flat: dict[str, Any] | None) -> str:
             f", strategy {fmt_value(strategy)})" if strategy is not None else ")")
         if _config_value(flat, "secure-aggregation") is True:
             how += " under secure aggregation"
+        if strategy in SERVER_STEPS:
+            how += ", then " + SERVER_STEPS[strategy].format_map(
+                {k: fmt_value(_config_value(flat, k)) for k in SERVER_STEP_KEYS})
     bound = _config_value(flat, "max-update-ratio")
     if bound is not None:
         how += (f"; updates that were not finite, did not fit the model or moved it more than "

@@ -149,9 +149,19 @@ def test_secure_aggregation_settings_are_checked(settings: dict[str, object],
     assert expected in str(err.value)
 
 
+def test_a_robust_aggregation_replaces_the_server_step_of_the_default_strategy() -> None:
+    for strategy in ("fedavg", "fedavgm"):
+        settings = {} if strategy == RunSettings.strategy else {"strategy": strategy}
+        cfg = load_config({"robust-aggregation": "median", **settings}, ROOT)
+        assert (cfg.run.robust_aggregation, cfg.run.strategy) == ("median", strategy)
+
+
 @pytest.mark.parametrize(("settings", "expected"), [
     ({"secure-aggregation": True}, "cannot be combined with secure-aggregation"),
-    ({"strategy": "fedprox"}, "cannot be combined with strategy 'fedprox'; use strategy=fedavg"),
+    ({"strategy": "fedprox"}, "cannot be combined with strategy 'fedprox'; use "
+                              "strategy=fedavgm (the default) or fedavg"),
+    ({"strategy": "fedadam"}, "replaces the server step of fedavg or fedavgm and cannot be "
+                              "combined with strategy 'fedadam'"),
     ({"robust-aggregation": "bulyan"}, "'bulyan' with robust-byzantine-sites=1 needs at least 7 "
                                        "sites per round, the run samples 4"),
     ({"robust-trim-fraction": 0.5}, "'robust-trim-fraction' must be in [0, 0.5)"),

@@ -57,7 +57,8 @@ def run_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | int]
     tmp = tmp_path_factory.mktemp("fed")
     yaml = tmp / "sites.yaml"
     yaml.write_text(f"cohort:\n  sites: 2\n  records-per-site: 6\n  cache-dir: {tmp}/cache\n")
-    return {"config-file": str(yaml), "batch-size": 4}
+    # fedavg: the server's new model is the (refused replies left out) weighted mean
+    return {"config-file": str(yaml), "batch-size": 4, "strategy": "fedavg"}
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
-    FedAvg,
+    FedAvgM,
     FedProx,
 )
 
@@ -58,7 +69,7 @@ def test_dp_off_by_default_leaves_the_strategy_unwrapped(tmp_path: Path) -> None
     cfg = _config(tmp_path, {})
     assert cfg.run.dp == "off"
     strategy = build_strategy(cfg, TEMPLATE, _hook([]))
-    assert isinstance(strategy, RecordingStrategy) and type(strategy.inner) is FedAvg
+    assert isinstance(strategy, RecordingStrategy) and type(strategy.inner) is FedAvgM
 
 
 def test_dp_fixed_wraps_the_configured_strategy(tmp_path: Path) -> None:
@@ -76,7 +87,7 @@ def test_dp_fixed_wraps_the_configured_strategy(tmp_path: Path) -> None:
 def test_dp_adaptive_wraps_with_the_adaptive_settings(tmp_path: Path) -> None:
     cfg = _config(tmp_path, {"dp": "adaptive", "dp-clipped-count-stddev": 1.0,
                              "dp-target-quantile": 0.7, "dp-clip-norm-lr": 0.1})
-    dp = build_strategy(cfg, TEMPLATE, _hook([])).inner  # type: ignore[attr-defined]
+    dp = build_strategy(cfg, TEMPLATE, _hook([])).inner
     assert isinstance(dp, DifferentialPrivacyServerSideAdaptiveClipping)
     assert (dp.num_sampled_clients, dp.target_clipped_quantile, dp.clip_norm_lr) == (4, 0.7, 0.1)
     assert dp.clipped_count_stddev == 1.0
@@ -84,7 +95,7 @@ def test_dp_adaptive_wraps_with_the_adaptive_settings(tmp_path: Path) -> None:
 
 def test_dp_fixed_clips_updates_and_still_records_failures(tmp_path: Path) -> None:
     cfg = _config(tmp_path, {"dp": "fixed", "dp-noise-multiplier": 0.0,
-                             "dp-clipping-norm": 0.5}, sites=2)
+                             "dp-clipping-norm": 0.5, "strategy": "fedavg"}, sites=2)
     log: list[tuple[int, list[bool]]] = []
     strategy = build_strategy(cfg, TEMPLATE, _hook(log))
     assert isinstance(strategy, RecordingStrategy)
@@ -99,6 +110,35 @@ def test_dp_fixed_clips_updates_and_still_records_failures(tmp_path: Path) -> No
     arrays, _ = strategy.aggregate_train(2, [_error(2), _reply([1.0, 1.0], 1)])
     assert arrays is None
     assert log == [(1, [False, False]), (2, [False, True])]
+
+
+class _Nodes:
+    """What FedAvg's node sampling asks of a grid."""
+
+    def get_node_ids(self) -> list[int]:
+        return [1, 2]
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_dp_fixed_clips_the_updates_that_the_default_fedavgm_steps_with_momentum(
+        tmp_path: Path) -> None:
+    cfg = _config(tmp_path, {"dp": "fixed", "dp-noise-multiplier": 0.0,
+                             "dp-clipping-norm": 0.5}, sites=2)
+    assert (cfg.run.strategy, cfg.run.server_momentum, cfg.run.server_lr) == ("fedavgm", 0.5, 1)
+    strategy = build_strategy(cfg, TEMPLATE, _hook([]))
+    assert isinstance(strategy.inner, DifferentialPrivacyServerSideFixedClipping)
+    assert isinstance(strategy.inner.strategy, FedAvgM)
+    start = ArrayRecord({"encoder.w": Array(np.ones(2, np.float32))})
+    list(strategy.configure_train(1, start, ConfigRecord(), cast(Grid, _Nodes())))
+    arrays, _ = strategy.aggregate_train(1, [_reply([4.0, 5.0], 2), _reply([1.0, 1.1], 1)])
+    assert arrays is not None  # clipped mean step [0.15, 0.25]; the first step is the mean's
+    np.testing.assert_allclose(arrays["encoder.w"].numpy(), [1.15, 1.25], rtol=1e-6)
+    list(strategy.configure_train(2, arrays, ConfigRecord(), cast(Grid, _Nodes())))
+    moved = (arrays["encoder.w"].numpy() + np.array([0.1, 0.0], np.float32)).tolist()
+    arrays, _ = strategy.aggregate_train(2, [_reply(moved, 2), _reply(moved, 1)])
+    assert arrays is not None  # momentum 0.5 × [0.15, 0.25] + [0.1, 0] added to what was sent
+    np.testing.assert_allclose(arrays["encoder.w"].numpy(), [1.325, 1.375], rtol=1e-6)
+    assert set(strategy.server_state() or {}) == {"momentum/encoder.w"}
 
 
 @pytest.mark.parametrize(("run", "expected"), [

@@ -123,8 +123,11 @@ def test_the_console_shows_the_projects_lines_only(base: dict[str, Any], full_ru
 
 def test_resumed_run_ends_with_the_same_weights(base: dict[str, Any], full_run: Path,
                                                 tmp_path: Path) -> None:
+    """Under the default strategy, FedAvgM, whose momentum after round 1 is restored."""
+    assert load_config(base, PROJECT_DIR).run.strategy == "fedavgm"
     run_dir = str(tmp_path / "resumed")
     simulate({**base, "run-dir": run_dir, "num-server-rounds": 1})
+    assert (Path(run_dir) / "checkpoints" / "round-0001.server-opt.safetensors").is_file()
     simulate({**base, "run-dir": run_dir, "resume": True})
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]

@@ -281,6 +281,11 @@ def test_aggregation_statement_names_the_robust_aggregation_and_the_update_bound
                                     "secure-aggregation": True}})
     assert aggregation_statement(plain) == ("weighted mean of the sites' models (examples as "
                                             "weights, strategy fedavg) under secure aggregation")
+    momentum = flatten_config({"run": {"strategy": "fedavgm", "server-lr": 1.0,
+                                       "server-momentum": 0.5, "robust-aggregation": "off"}})
+    assert aggregation_statement(momentum) == (
+        "weighted mean of the sites' models (examples as weights, strategy fedavgm), then a "
+        "server step with momentum (server-lr = 1, server-momentum = 0.5)")
     assert aggregation_statement(None) == "not recorded (no config.json)"
 
 
