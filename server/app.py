@@ -21,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.console import colour_only_on_terminals
-from aclecg_core.fed.evidence import HoldoutEvidence, write_evidence
+from aclecg_core.fed.evidence import write_evidence
 from aclecg_core.fed.probe import ServerProbe
 from aclecg_core.fed.rounds import fit_to_federation, settled_node_count
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
@@ -52,7 +52,6 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
     try:
         template = to_numpy(initial_model(cfg).state_dict())
         offset = folder.last_round
-        evidence: HoldoutEvidence | None = None  # round 0's part, done while the rounds train
         state = folder.load_round(offset) if offset > 0 else template
         remaining = cfg.run.num_server_rounds - offset
         if remaining > 0:
@@ -77,24 +76,22 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
                 )
             finally:  # the rounds already trained are probed and written, even after a failure
                 recorder.close()
-            evidence = recorder.evidence
         folder.finish("finished")
     except BaseException as exc:
         folder.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    _write_evidence(cfg, run_dir, probe, evidence)
+    _write_evidence(cfg, run_dir, probe)
     _write_report(run_dir)
     return run_dir
 
 
-def _write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe,
-                    evidence: HoldoutEvidence | None) -> None:
+def _write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe) -> None:
     """The probe of round 0, the best and the final encoder on all the probe data, and the
     per-region probe of the final encoder and round 0's; a failure costs the report its
     panels, not the run."""
     start = time.perf_counter()
     try:
-        holdout, regions = write_evidence(cfg, run_dir, probe, evidence)
+        holdout, regions = write_evidence(cfg, run_dir, probe)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
         log(WARNING, "[aclecg] no hold-out evidence: %s", exc)
         return

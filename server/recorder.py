@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from logging import DEBUG, INFO, WARNING
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,6 @@ from flwr.common.logger import log
 from aclecg_core.fed import protocol
 from aclecg_core.fed.audit import array_digest
 from aclecg_core.fed.config import FederationConfig
-from aclecg_core.fed.evidence import HoldoutEvidence
 from aclecg_core.fed.probe import ServerProbe, yield_cpu_to_training
 from aclecg_core.fed.roundlog import failure_lines, round_line
 from aclecg_core.fed.roundrecord import RoundRecord
@@ -42,7 +41,6 @@ class RoundRecorder:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aclecg-round",
                                          initializer=yield_cpu_to_training)
         self.pending: list[Future[None]] = []
-        self.evidence: HoldoutEvidence | None = None  # round 0's part, once it is done
 
     def on_replies(self, server_round: int, replies: list[Message], silent: list[int]) -> None:
         self.replied = time.perf_counter()
@@ -94,8 +92,7 @@ class RoundRecorder:
     def _finish(self, global_round: int, record: RoundRecord, state: dict[str, np.ndarray],
                 wall: float, timing: dict[str, float],
                 server_state: dict[str, np.ndarray] | None) -> None:
-        """Probe (when due), checkpoint, audit and log one round (in the worker thread); after
-        round 0, its share of the end-of-run evidence."""
+        """Probe (when due), checkpoint, audit and log one round (in the worker thread)."""
         start = time.perf_counter()
         probe = self._probe(global_round, state) if self.probe.due(global_round) else None
         record.write(self.folder, global_round, state, wall, probe,
@@ -104,19 +101,6 @@ class RoundRecorder:
                              wall, probe))
         for line in failure_lines(global_round, record.failures):
             log(WARNING, line)
-        if global_round == 0:
-            self._start_evidence(state)
-
-    def _start_evidence(self, state: dict[str, np.ndarray]) -> None:
-        """Round 0's share of the end-of-run evidence, while the sites train (this thread
-        yields them the CPU); on failure the end of the run tries again and reports it."""
-        try:
-            evidence = HoldoutEvidence(self.cfg, self.probe)
-            evidence.add("round 0", self.probe.model(state), 0)
-        except (ValueError, OSError) as exc:
-            log(DEBUG, "[aclecg] round 0's evidence left to the end of the run: %s", exc)
-        else:
-            self.evidence = evidence
 
     def _probe(self, global_round: int, state: dict[str, np.ndarray]) -> dict[str, Any]:
         if self.probe.lacks_round0(global_round):  # resumed: round 0 was probed by an earlier run

@@ -6,11 +6,12 @@ final encoder against round 0's (``RUN_DIR/regions.json``); the report reads bot
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 
 from aclecg_core.evaluation.probe import ProbeData, record_labels
@@ -33,85 +34,7 @@ HOLDOUT_FILE = "holdout.json"
 ENCODERS = (("round 0", "round-0000"), ("best", "best"), ("final", "final"))
 
 
-class HoldoutEvidence:
-    """The end-of-run evidence built one encoder at a time, round 0's first (the others are
-    paired with it): :meth:`add` may take round 0's encoder while the rounds train (the
-    server's worker thread) and the best and final ones at the end; :meth:`write` writes
-    ``holdout.json`` and ``regions.json`` (see :func:`write_evidence`)."""
-
-    def __init__(self, cfg: FederationConfig, probe: ServerProbe) -> None:
-        self.cfg, self.device = cfg, pick_device(cfg.run.device)
-        self.data, self.rounds = probe.cohorts(), probe.round_cohorts()
-        self.whole = self.rounds.records < self.data.records
-        self.parts = (self.data.train, self.data.val, self.data.test)
-        self.labels = [record_labels(part, self.data.classes) for part in self.parts]
-        self.reference = ReferenceProbe(*self.parts, self.data.classes, seed=cfg.run.seed,
-                                        n_bootstrap=cfg.probe.bootstrap, device=self.device)
-        self.encoders: list[dict[str, Any]] = []  # holdout.json's entries, one per round
-        self.by_round: dict[int, tuple[dict[str, Any], list[np.ndarray]]] = {}
-        self.regions: dict[str, tuple[int, RegionProbeResult]] = {}
-
-    @property
-    def names(self) -> set[str]:
-        return {name for entry, _ in self.by_round.values() for name in entry["names"]}
-
-    def add(self, name: str, model: AclEcgModel, round_: int) -> None:
-        """Evidence of encoder ``name`` (``round 0``, ``best``, ``final``) of round ``round_``:
-        its whole-record probe (once per round; round 0's is the reference) and, except for
-        ``best``, its region probe, fitted side by side from one encoder pass."""
-        if not self.by_round and name != "round 0":
-            raise ValueError(f"the evidence of {name!r} needs round 0's first")
-        known = self.by_round.get(round_)
-        if known is None:
-            leads = [record_lead_features(model, part, self.device) for part in self.parts]
-            entry: dict[str, Any] = {"names": [], "round": round_}
-            first = not self.by_round
-            self.by_round[round_] = entry, leads
-        else:
-            (entry, leads), first = known, False
-        entry["names"].append(name)
-        # One BLAS thread per fit; limiting BLAS around both keeps them from undoing each
-        # other's limit.
-        with threadpool_limits(limits=1, user_api="blas"), \
-                ThreadPoolExecutor(1, "aclecg-regions") as lane:
-            region = None if name == "best" else lane.submit(
-                region_probe, model, *self.parts, self.data.classes, self.device,
-                seed=self.cfg.run.seed, n_bootstrap=self.cfg.probe.bootstrap, leads=leads)
-            if known is None and self.whole:
-                features = ProbeData(*(array for lead, y in zip(leads, self.labels, strict=True)
-                                       for array in (global_features(model, lead), y)))
-                entry.update(_whole_probe(self.reference, features, first))
-                self.encoders.append(entry)
-            if region is not None:
-                self.regions[name] = round_, region.result()
-
-    def write(self, run_dir: Path) -> tuple[dict[str, Any] | None, RegionProbeResult]:
-        """Write ``holdout.json`` (when the rounds were probed on a share) and
-        ``regions.json``; returns the first's content (None when not written) and the final
-        encoder's region probe."""
-        data, rounds, labels, cfg = self.data, self.rounds, self.labels, self.cfg
-        holdout = None
-        if self.whole:
-            holdout = {
-                "classes": data.classes, "n_train": len(data.train.records),
-                "n_val": len(data.val.records), "n_test": len(data.test.records),
-                "positives": _positives(labels[2], data.classes),
-                "val_positives": _positives(labels[1], data.classes),
-                "round_records": {"n_train": len(rounds.train.records),
-                                  "n_val": len(rounds.val.records),
-                                  "n_test": len(rounds.test.records)},
-                "encoders": self.encoders,
-            }
-            _write(Path(run_dir) / HOLDOUT_FILE, holdout)
-        (final_round, final), (_, start) = self.regions["final"], self.regions["round 0"]
-        _write(Path(run_dir) / REGIONS_FILE, {
-            "round": final_round, **final.to_dict(), "round0": start.to_dict(),
-            "vs_round0": region_differences(final, start, cfg.run.seed, cfg.probe.bootstrap)})
-        return holdout, final
-
-
-def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe,
-                   evidence: HoldoutEvidence | None = None
+def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe
                    ) -> tuple[dict[str, Any] | None, RegionProbeResult]:
     """Where the rounds were probed on a share of the probe data (``probe.round-records``):
     probe round 0's, the best round's (chosen on that share's validation part) and the final
@@ -120,18 +43,63 @@ def write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe,
     of round 0's and the final encoder (``regions.json``: the final encoder's
     ``RegionProbeResult.to_dict()`` with its round, ``round0`` the same for round 0,
     ``vs_round0`` the paired differences, :func:`region_differences`). One encoder pass per
-    encoder serves both probes; ``evidence``: the encoders already added (round 0's while the
-    rounds trained), the others are loaded from the run's checkpoints. Returns
-    ``holdout.json``'s content (None when not written) and the final encoder's region probe."""
-    evidence = evidence or HoldoutEvidence(cfg, probe)
-    for name, file in ENCODERS:
-        path = Path(run_dir) / "checkpoints" / file
-        if name in evidence.names or (name == "best" and not (
-                evidence.whole and checkpoint_paths(path)[1].exists())):
-            continue
-        model, meta = load_encoder(path, evidence.device)
-        evidence.add(name, model, meta["round"])
-    return evidence.write(run_dir)
+    encoder serves both probes. Returns ``holdout.json``'s content (None when not written) and
+    the final encoder's region probe."""
+    device = pick_device(cfg.run.device)
+    data, rounds = probe.cohorts(), probe.round_cohorts()
+    whole = rounds.records < data.records
+    parts = (data.train, data.val, data.test)
+    labels = [record_labels(part, data.classes) for part in parts]
+    reference = ReferenceProbe(*parts, data.classes, seed=cfg.run.seed,
+                               n_bootstrap=cfg.probe.bootstrap, device=device)
+    encoders: list[dict[str, Any]] = []
+    done: dict[int, dict[str, Any]] = {}
+    regions: dict[str, tuple[int, Future[RegionProbeResult]]] = {}
+    # The encoder passes run here, one encoder after the other; the probes fitted on their
+    # features run beside them in two lanes, whole-record probes (round 0 first: the others
+    # are paired with it) and region probes, each lane in order. The fits use one BLAS thread
+    # each; limiting BLAS for the whole block keeps the lanes from undoing each other's limit.
+    with threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(1, "aclecg-holdout") as holdout_lane, \
+            ThreadPoolExecutor(1, "aclecg-regions") as region_lane:
+        for name, model, meta in _encoders(run_dir, device, best=whole):
+            if meta["round"] in done:  # the best round is the final one (or round 0)
+                done[meta["round"]]["names"].append(name)
+            else:
+                leads = [record_lead_features(model, part, device) for part in parts]
+                entry: dict[str, Any] = {"names": [name], "round": meta["round"]}
+                if whole:
+                    features = ProbeData(*(array for lead, y in zip(leads, labels, strict=True)
+                                           for array in (global_features(model, lead), y)))
+                    entry["probe"] = holdout_lane.submit(
+                        _whole_probe, reference, features, first=not done)
+                    encoders.append(entry)
+                done[meta["round"]] = entry
+            if name != "best":
+                regions[name] = meta["round"], region_lane.submit(
+                    region_probe, model, *parts, data.classes, device, seed=cfg.run.seed,
+                    n_bootstrap=cfg.probe.bootstrap, leads=leads)
+    for entry in encoders:
+        entry.update(entry.pop("probe").result())
+    holdout = None
+    if whole:
+        holdout = {
+            "classes": data.classes, "n_train": len(data.train.records),
+            "n_val": len(data.val.records), "n_test": len(data.test.records),
+            "positives": _positives(labels[2], data.classes),
+            "val_positives": _positives(labels[1], data.classes),
+            "round_records": {"n_train": len(rounds.train.records),
+                              "n_val": len(rounds.val.records),
+                              "n_test": len(rounds.test.records)},
+            "encoders": encoders,
+        }
+        _write(Path(run_dir) / HOLDOUT_FILE, holdout)
+    (final_round, final_job), (_, start_job) = regions["final"], regions["round 0"]
+    final, start = final_job.result(), start_job.result()
+    _write(Path(run_dir) / REGIONS_FILE, {
+        "round": final_round, **final.to_dict(), "round0": start.to_dict(),
+        "vs_round0": region_differences(final, start, cfg.run.seed, cfg.probe.bootstrap)})
+    return holdout, final
 
 
 def _whole_probe(reference: ReferenceProbe, features: ProbeData, first: bool
@@ -143,6 +111,19 @@ def _whole_probe(reference: ReferenceProbe, features: ProbeData, first: bool
     result, difference = reference.probe(features)
     return {**result.to_dict(),
             "vs_round0": None if difference is None else difference.to_dict()}
+
+
+def _encoders(run_dir: Path, device: torch.device | str, best: bool
+              ) -> list[tuple[str, AclEcgModel, dict[str, Any]]]:
+    """Round 0's, the best (if ``best`` and there is one) and the final checkpoint."""
+    out = []
+    for name, file in ENCODERS:
+        path = Path(run_dir) / "checkpoints" / file
+        if name == "best" and not (best and checkpoint_paths(path)[1].exists()):
+            continue
+        model, meta = load_encoder(path, device)
+        out.append((name, model, meta))
+    return out
 
 
 def _positives(labels: np.ndarray, classes: list[str]) -> dict[str, int]:

@@ -153,19 +153,18 @@ class ServerProbe:
 
     def set_round0(self, state: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Probe round 0's (random-init) encoder, the reference of later rounds."""
-        return self.reference.set_reference(self.model(state)).to_dict()
+        return self.reference.set_reference(self._model(state)).to_dict()
 
     def result(self, global_round: int, state: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """The probe of this round's encoder (C chosen on the validation part), with
         ``vs_round0``: its paired difference from round 0 (None for round 0 itself)."""
         if global_round == 0:
             return {**self.set_round0(state), "vs_round0": None}
-        result, difference = self.reference.probe(self.model(state))
+        result, difference = self.reference.probe(self._model(state))
         return {**result.to_dict(),
                 "vs_round0": None if difference is None else difference.to_dict()}
 
-    def model(self, state: Mapping[str, np.ndarray]) -> AclEcgModel:
-        """The run's model holding ``state``."""
+    def _model(self, state: Mapping[str, np.ndarray]) -> AclEcgModel:
         model = initial_model(self.cfg)
         model.load_state_dict(to_torch(dict(state)))
         return model

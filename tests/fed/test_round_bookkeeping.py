@@ -16,7 +16,7 @@ import pytest
 import aclecg_core.fed.probe as probe_module
 from aclecg_core.fed.arrays import to_numpy
 from aclecg_core.fed.config import FederationConfig, load_config
-from aclecg_core.fed.evidence import HoldoutEvidence, write_evidence
+from aclecg_core.fed.evidence import write_evidence
 from aclecg_core.fed.probe import ProbeCohorts, ServerProbe
 from aclecg_core.fed.roundlog import failure_lines, round_line
 from aclecg_core.fed.roundrecord import RoundRecord
@@ -108,15 +108,6 @@ def test_the_whole_hold_out_probes_round_0_the_best_and_the_final_encoder(
     saved = json.loads((folder.path / "regions.json").read_text())
     assert saved["round"] == 2 and saved["round0"]["n_test"] == n_test
     assert len(saved["vs_round0"]["auroc_diff"]) == len(saved["regions"])
-    # round 0's part done early (as the server does while the sites train): the same files
-    probe = ServerProbe(cfg)
-    early = HoldoutEvidence(cfg, probe)
-    with pytest.raises(ValueError, match="round 0's first"):
-        early.add("final", probe.model(state), 2)
-    early.add("round 0", probe.model(folder.load_round(0)), 0)
-    again, _ = write_evidence(cfg, folder.path, probe, early)
-    assert json.loads(json.dumps(again)) == json.loads(json.dumps(holdout))
-    assert json.loads((folder.path / "regions.json").read_text()) == saved
 
 
 def test_a_round_record_holds_the_entries_and_the_exchange() -> None:
