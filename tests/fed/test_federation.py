@@ -153,7 +153,7 @@ def test_site_stats_leave_only_when_asked_with_small_counts_suppressed(
 
 def test_a_kept_optimizer_state_stays_in_the_context_and_never_in_the_reply(
         cfg: FederationConfig, run_config: dict[str, str | int]) -> None:
-    node = {"partition-id": 0, "num-partitions": 2}
+    node: dict[str, bool | float | int | str] = {"partition-id": 0, "num-partitions": 2}
     fresh = _context(node, run_config)
     assert not client_train(_train_message(cfg), fresh).has_error()
     assert OPTIMIZER_STATE_KEY not in fresh.state.array_records  # off by default
