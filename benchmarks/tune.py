@@ -95,6 +95,7 @@ VARIANTS = (
     _fed("fed-avgm-m0.5-2ep", strategy="fedavgm", server_momentum=0.5, local_epochs=2),
     _fed("fed-avgm-m0.5-keepopt", strategy="fedavgm", server_momentum=0.5,
          keep_optimizer_state=True),
+    _fed("fed-keepopt", keep_optimizer_state=True),  # FedAvg: without the server's momentum
 )
 
 
