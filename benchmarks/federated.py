@@ -5,8 +5,9 @@ An in-process federation that runs the product's own code on both sides: the ser
 project's :class:`~server.strategy.RecordingStrategy`, exactly what the ServerApp starts), driven
 round by round through ``configure_train`` and ``aggregate_train``; every site decodes its train
 message and calls :func:`aclecg_core.fed.training.train_site` as the ClientApp does, keeping its
-non-aggregated arrays between rounds as the ClientApp keeps them in its context state. Only the
-transport is left out (no Flower simulation, no Ray): one process, sites trained in turn.
+non-aggregated arrays (and, with ``keep_optimizer_state``, its optimizer state) between rounds
+as the ClientApp keeps them in its context state. Only the transport is left out (no Flower
+simulation, no Ray): one process, sites trained in turn.
 
 The sites are the corpus's source hospitals (:func:`aclecg_core.fed.partition.partition_by_site`:
 PTB-XL recording sites, CinC hospitals, CODE-15 sources); sites with fewer than
@@ -58,6 +59,7 @@ class FedSettings:
     lr: float = 1e-3
     aggregate: str = "encoder+projectors"  # or "encoder": the projectors stay at each site
     min_site_records: int = 16
+    keep_optimizer_state: bool = False  # each site continues its own AdamW across rounds
 
     def rounds(self, epochs: int) -> int:
         if epochs % self.local_epochs:
@@ -77,7 +79,7 @@ def run_config(s: FedSettings, encoder: str, epochs: int, seed: int,
         "batch-size": s.batch_size, "lr": s.lr, "strategy": s.strategy,
         "server-lr": s.server_lr, "server-momentum": s.server_momentum,
         "server-eta": s.server_eta, "proximal-mu": s.proximal_mu,
-        "aggregate": s.aggregate}, ROOT)
+        "aggregate": s.aggregate, "keep-optimizer-state": s.keep_optimizer_state}, ROOT)
 
 
 def corpus_sites(corpus: Cohort, min_records: int) -> tuple[list[str], list[Cohort]]:
@@ -144,6 +146,7 @@ def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
         strategy = build_strategy(cfg, global_arrays, lambda *_: None)
         config = ConfigRecord(cast(dict[str, Any], train_instructions(cfg).encode()))
         kept: dict[int, dict[str, np.ndarray]] = {}  # sites' context state (not aggregated)
+        moments: dict[int, dict[str, np.ndarray]] = {}  # sites' context state (optimizer)
         start, failures, losses = time.perf_counter(), 0, []
         for server_round in range(1, cfg.run.num_server_rounds + 1):
             sent = list(strategy.configure_train(server_round, _record(global_arrays), config,
@@ -157,12 +160,15 @@ def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
                 try:
                     update = train_site(ins, sites[node - 1],
                                         arrays_of(message.content.array_records[protocol.ARRAYS]),
-                                        node, device=cfg.run.device, local_arrays=kept.get(node))
+                                        node, device=cfg.run.device, local_arrays=kept.get(node),
+                                        optimizer_state=moments.get(node))
                 except ValueError:  # a diverged site sends nothing (the ClientApp: an error reply)
                     failures += 1
                     continue
                 if update.local_arrays and ins.aggregate != "encoder+projectors":
                     kept[node] = update.local_arrays
+                if update.optimizer_state:
+                    moments[node] = update.optimizer_state
                 replies.append(Message(RecordDict({
                     protocol.ARRAYS: _record(update.arrays),
                     protocol.METRICS: MetricRecord(dict(update.report.encode()))}),

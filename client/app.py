@@ -36,6 +36,7 @@ from client.secagg import secure_aggregation_mod
 
 APP_DIR = Path(__file__).resolve().parents[1]
 LOCAL_STATE_KEY = "local-arrays"  # projection heads a site keeps when only the encoder travels
+OPTIMIZER_STATE_KEY = "optimizer-state"  # keep-optimizer-state: AdamW moments and step counts
 SITE_ERROR_CODE = 1001
 
 # A simulation ends its Ray actors with a WARNING "Manually terminating ClientAppActor" each:
@@ -62,16 +63,20 @@ def train_round(msg: Message, context: Context, run_config: Mapping[str, Any]) -
         if site.threads:
             set_threads(site.threads)
         local = context.state.array_records.get(LOCAL_STATE_KEY)
+        moments = context.state.array_records.get(OPTIMIZER_STATE_KEY)
         update = train_site(instructions, site.cohort(instructions.preprocessing),
                             global_arrays=_numpy(msg.content.array_records[protocol.ARRAYS]),
                             site=site.index, device=site.device,
-                            local_arrays=None if local is None else _numpy(local))
+                            local_arrays=None if local is None else _numpy(local),
+                            optimizer_state=None if moments is None else _numpy(moments))
     except Exception as exc:  # any failure of this site is reported, never fatal to the run
         reason = f"{site_label(context.node_config, context.node_id)}: " \
             f"{type(exc).__name__}: {exc}"
         return Message(error=Error(code=SITE_ERROR_CODE, reason=reason), reply_to=msg)
     if update.local_arrays and instructions.aggregate != "encoder+projectors":
         context.state[LOCAL_STATE_KEY] = _record(update.local_arrays)
+    if update.optimizer_state:  # kept here for the site's next round, never in the reply
+        context.state[OPTIMIZER_STATE_KEY] = _record(update.optimizer_state)
     content = RecordDict({protocol.ARRAYS: _record(update.arrays),
                           protocol.METRICS: MetricRecord(dict(update.report.encode()))})
     if update.stats:

@@ -34,7 +34,9 @@ def to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def to_torch(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    """Tensors of ``arrays`` (shapes kept: ``ascontiguousarray`` alone makes 0-d arrays 1-d)."""
+    return {k: torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v)))
+            for k, v in arrays.items()}
 
 
 def restore_dtypes(arrays: Mapping[str, np.ndarray],

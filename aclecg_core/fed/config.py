@@ -61,6 +61,7 @@ class RunSettings(Settings):
     batch_size: Annotated[int, Field(ge=2, description=">= 2 (contrastive batches need "
                                                        "negatives)")] = 32
     lr: PositiveFloat = 0.001
+    keep_optimizer_state: bool = False
     method: Annotated[str, one_of(METHODS)] = "acl"
     acl_terms: Annotated[str, one_of(ACL_TERMS)] = "both"
     views: Annotated[str, one_of(VIEWS)] = "auto"

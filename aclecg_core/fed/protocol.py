@@ -57,6 +57,8 @@ class TrainInstructions:
     ``round`` is the global round (``round-offset`` + Flower's ``server-round``); ``seed`` with
     (round, site) seeds the site's training. ``stats_classes``: the label vocabulary of the
     ``share-site-stats`` class counts (empty unless ``share_site_stats``).
+    ``keep_optimizer_state``: the site continues its own AdamW state (moments, step counts) of
+    its previous round instead of starting fresh; the state never leaves the site.
     """
 
     method: str
@@ -75,6 +77,7 @@ class TrainInstructions:
     stats_classes: list[str] = field(default_factory=list)
     round_offset: int = 0
     server_round: int = 0
+    keep_optimizer_state: bool = False
 
     @property
     def round(self) -> int:
@@ -162,7 +165,7 @@ class TrainReport:
 
 
 _OPTIONAL = {"proximal_mu", "secure_aggregation", "share_site_stats", "stats_classes",
-             "round_offset", "server_round"}
+             "round_offset", "server_round", "keep_optimizer_state"}
 
 
 def _key(name: str) -> str:

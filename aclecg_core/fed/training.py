@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,17 +43,21 @@ def train_instructions(cfg: FederationConfig, round_offset: int = 0,
 @dataclass
 class LocalUpdate:
     """What a site sends back: the aggregated arrays, the training scalars and, only when the
-    run asks, its summary ``stats``; ``local_arrays`` (not aggregated) stay at the site."""
+    run asks, its summary ``stats``; ``local_arrays`` (not aggregated) and, with
+    ``keep-optimizer-state``, ``optimizer_state`` (its AdamW moments and step counts by
+    parameter name, else empty) stay at the site."""
 
     arrays: dict[str, np.ndarray]
     report: TrainReport
     local_arrays: dict[str, np.ndarray]
     stats: dict[str, StatValue]
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def train_site(instructions: TrainInstructions, cohort: Cohort,
                global_arrays: dict[str, np.ndarray], site: int, device: str = "auto",
-               local_arrays: dict[str, np.ndarray] | None = None) -> LocalUpdate:
+               local_arrays: dict[str, np.ndarray] | None = None,
+               optimizer_state: dict[str, np.ndarray] | None = None) -> LocalUpdate:
     """Local pretraining of the global model on one site's cohort, as ``instructions`` say.
 
     Raises :class:`DivergenceError` naming the round and the step when the loss, or naming the
@@ -64,6 +68,9 @@ def train_site(instructions: TrainInstructions, cohort: Cohort,
         site: the site's number (seeds its training with (seed, round, site)).
         device: the site's own choice (``auto``, ``cpu``, ``cuda[:N]``).
         local_arrays: the site's own non-aggregated arrays from its previous round, if any.
+        optimizer_state: the site's optimizer state after its previous round, if any; used,
+            and the new one returned, only when the instructions say ``keep_optimizer_state``
+            (else AdamW starts fresh every round).
     """
     ins = instructions
     model = model_for(ins.encoder, ins.seed)
@@ -78,7 +85,9 @@ def train_site(instructions: TrainInstructions, cohort: Cohort,
                            seed=round_seed(ins.seed, ins.round, site))
     try:
         result = pretrain(model, cohort, pcfg, device=pick_device(device),
-                          reference_weights=reference if ins.proximal_mu > 0 else None)
+                          reference_weights=reference if ins.proximal_mu > 0 else None,
+                          optimizer_state=to_torch(optimizer_state or {})
+                          if ins.keep_optimizer_state else None)
     except DivergenceError as exc:
         raise DivergenceError(f"round {ins.round}: {exc}") from None
     full = to_numpy(model.state_dict())
@@ -92,7 +101,9 @@ def train_site(instructions: TrainInstructions, cohort: Cohort,
                          samples_per_second=float(result.samples_per_second), site_index=site)
     stats = site_stats(cohort, ins.stats_classes) if ins.share_site_stats else {}
     kept = {k: v for k, v in full.items() if k not in sent}
-    return LocalUpdate(arrays=sent, report=report, local_arrays=kept, stats=stats)
+    moments = to_numpy(result.optimizer_state) if ins.keep_optimizer_state else {}
+    return LocalUpdate(arrays=sent, report=report, local_arrays=kept, stats=stats,
+                       optimizer_state=moments)
 
 
 def set_threads(n: int) -> None:

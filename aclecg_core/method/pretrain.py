@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -20,8 +21,12 @@ from aclecg_core.method.methods import METHODS, VIEWS, views_for
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.settings import Settings, from_dict, one_of
 
-__all__ = ["METHODS", "VIEWS", "DivergenceError", "PretrainConfig", "PretrainResult",
-           "pick_device", "pretrain"]
+__all__ = ["METHODS", "VIEWS", "DivergenceError", "OptimizerState", "PretrainConfig",
+           "PretrainResult", "pick_device", "pretrain"]
+
+OptimizerState = dict[str, torch.Tensor]
+"""AdamW's state of a model, keyed ``<kind>/<parameter name>`` (kinds :data:`ADAMW_KINDS`)."""
+ADAMW_KINDS = ("step", "exp_avg", "exp_avg_sq")
 
 
 @dataclass(frozen=True)
@@ -75,13 +80,15 @@ class DivergenceError(ValueError):
 
 @dataclass
 class PretrainResult:
-    """Outcome of :func:`pretrain`: ``loss`` is the mean loss of the last epoch."""
+    """Outcome of :func:`pretrain`: ``loss`` is the mean loss of the last epoch;
+    ``optimizer_state`` the optimizer's state at the end (on the CPU)."""
 
     loss: float
     losses: list[float] = field(default_factory=list)
     num_examples: int = 0
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    optimizer_state: OptimizerState = field(default_factory=dict)
 
 
 def _proximal_term(model: AclEcgModel, reference: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -95,6 +102,42 @@ def _proximal_term(model: AclEcgModel, reference: dict[str, torch.Tensor]) -> to
     return total
 
 
+def _save_state(optimizer: torch.optim.Optimizer, names: list[str]) -> OptimizerState:
+    """The state of ``optimizer`` over parameters ``names`` (in its order), by name, on the CPU."""
+    return {f"{kind}/{names[index]}": value.detach().to("cpu", copy=True)
+            for index, entry in optimizer.state_dict()["state"].items()
+            for kind, value in entry.items()}
+
+
+def _load_state(optimizer: torch.optim.Optimizer, model: AclEcgModel,
+                state: Mapping[str, torch.Tensor]) -> None:
+    """Start ``optimizer`` (over ``model.parameters()``) from a saved :data:`OptimizerState`.
+
+    Every parameter named must exist with the saved shape (the step counts: 0-d) and have each
+    of :data:`ADAMW_KINDS` (ValueError naming the first that does not); parameters left out
+    start fresh.
+    """
+    params = dict(model.named_parameters())
+    index = {name: i for i, name in enumerate(params)}
+    entries: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        kind, _, name = key.partition("/")
+        if name not in params or kind not in ADAMW_KINDS:
+            raise ValueError(f"optimizer state entry {key!r} names no {'/'.join(ADAMW_KINDS)} "
+                             "of a parameter of this model (was it saved for another model?)")
+        shape = () if kind == "step" else tuple(params[name].shape)
+        if tuple(value.shape) != shape:
+            raise ValueError(f"optimizer state {key!r} has shape {tuple(value.shape)}, not "
+                             f"{shape} (saved for another model?)")
+        entries.setdefault(index[name], {})[kind] = value.clone()  # AdamW updates in place
+    for i, entry in entries.items():
+        if set(entry) != set(ADAMW_KINDS):
+            missing = sorted(set(ADAMW_KINDS) - set(entry))
+            raise ValueError(f"optimizer state of {list(params)[i]!r} lacks {missing}")
+    saved = optimizer.state_dict()
+    optimizer.load_state_dict({**saved, "state": entries})
+
+
 def pretrain(
     model: AclEcgModel,
     cohort: Cohort,
@@ -102,6 +145,7 @@ def pretrain(
     device: str | torch.device = "cpu",
     reference_weights: dict[str, torch.Tensor] | None = None,
     progress: bool = False,
+    optimizer_state: Mapping[str, torch.Tensor] | None = None,
 ) -> PretrainResult:
     """Train ``model`` in place for ``cfg.epochs`` epochs over every window of ``cohort``.
 
@@ -113,7 +157,10 @@ def pretrain(
     records (patients) are skipped. With ``cfg.proximal_mu > 0`` the FedProx term
     ``mu / 2 * ||w - w_ref||²`` over the parameters named in ``reference_weights`` is added. A
     non-finite loss stops the training with :class:`DivergenceError` naming the step (counted
-    from 1 over all epochs).
+    from 1 over all epochs). AdamW starts from ``optimizer_state`` (moments and step counts of
+    an earlier call's :attr:`PretrainResult.optimizer_state`, keyed by parameter name: a state
+    of another model is a ValueError) or, without it, fresh; its learning rate and weight
+    decay are ``cfg``'s.
     """
     device = pick_device(device) if isinstance(device, str) else device
     if len(cohort) == 0:
@@ -128,6 +175,8 @@ def pretrain(
     method = METHODS[cfg.method]
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer_state:
+        _load_state(optimizer, model, optimizer_state)
     views = views_for(cfg)
     loss_fn = method.loss(cfg)
     order_gen = torch.Generator().manual_seed(cfg.seed)
@@ -180,4 +229,5 @@ def pretrain(
         num_examples=seen // cfg.epochs,
         seconds=seconds,
         samples_per_second=seen / seconds if seconds > 0 else 0.0,
+        optimizer_state=_save_state(optimizer, [n for n, _ in model.named_parameters()]),
     )

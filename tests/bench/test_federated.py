@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -66,6 +67,19 @@ def test_one_round_is_the_servers_step_over_the_sites_updates() -> None:
         got = to_numpy(model.state_dict())
         for k, v in start.items():
             np.testing.assert_allclose(got[k], v + factor * (mean[k] - v), rtol=1e-4, atol=1e-6)
+
+
+def test_sites_continue_their_own_optimizer_when_asked() -> None:
+    """Round 1 has nothing to continue (same model either way); from round 2 on a site's AdamW
+    continues its own moments instead of starting fresh (another model)."""
+    cohort = _cohort({"a": 12, "b": 6})
+    fresh = FedSettings(batch_size=4, min_site_records=1)
+    models = {(keep, rounds): to_numpy(federated_pretrain(
+        replace(fresh, keep_optimizer_state=keep), rounds, 0, cohort)[0].state_dict())
+        for keep in (False, True) for rounds in (1, 2)}
+    for rounds, same in ((1, True), (2, False)):
+        a, b = models[(False, rounds)], models[(True, rounds)]
+        assert all(np.array_equal(v, b[k]) for k, v in a.items()) == same
 
 
 def test_local_epochs_must_divide_the_epochs() -> None:

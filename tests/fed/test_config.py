@@ -209,10 +209,12 @@ def test_from_json_validates_as_load_config_does(change: Callable[[dict[str, Any
 
 
 def test_train_site_settings_follow_the_run_config() -> None:
-    cfg = load_config({"lr": 0.01, "batch-size": 8, "views": "simclr", "strategy": "fedprox"},
-                      ROOT)
+    cfg = load_config({"lr": 0.01, "batch-size": 8, "views": "simclr", "strategy": "fedprox",
+                       "keep-optimizer-state": True}, ROOT)
     ins = train_instructions(cfg, round_offset=2, server_round=1)
     assert (ins.lr, ins.batch_size, ins.views, ins.proximal_mu) == (0.01, 8, "simclr", 0.01)
+    assert ins.keep_optimizer_state and not train_instructions(
+        load_config({}, ROOT)).keep_optimizer_state
     pcfg = from_attributes(PretrainConfig, ins, epochs=ins.local_epochs)
     assert (pcfg.lr, pcfg.batch_size, pcfg.views, pcfg.proximal_mu, pcfg.epochs) == (
         0.01, 8, "simclr", 0.01, cfg.run.local_epochs)

@@ -42,6 +42,7 @@ from aclecg_core.fed.rundir import RunFolder
 from aclecg_core.fed.sites import ensure_synthetic_cohort, simulated_site
 from aclecg_core.fed.training import initial_model, train_instructions
 from aclecg_core.method.pretrain import DivergenceError, PretrainResult
+from client.app import OPTIMIZER_STATE_KEY
 from client.app import train as client_train
 from server.recorder import RoundRecorder
 from server.replies import client_entry, failure_entry
@@ -149,6 +150,31 @@ def test_site_stats_leave_only_when_asked_with_small_counts_suppressed(
                           for v in counts.values())
     _, site = client_entry(reply)
     assert site["records"] == 6 and "<5" in site["label_counts"].values()
+
+
+def test_a_kept_optimizer_state_stays_in_the_context_and_never_in_the_reply(
+        cfg: FederationConfig, run_config: dict[str, str | int]) -> None:
+    node: dict[str, bool | float | int | str] = {"partition-id": 0, "num-partitions": 2}
+    fresh = _context(node, run_config)
+    assert not client_train(_train_message(cfg), fresh).has_error()
+    assert OPTIMIZER_STATE_KEY not in fresh.state.array_records  # off by default
+    kept = replace(cfg, run=replace(cfg.run, keep_optimizer_state=True))
+    context = _context(node, run_config)
+    steps = []
+    for server_round in (1, 2):
+        reply = client_train(_train_message(kept, server_round), context)
+        assert not reply.has_error(), reply.error
+        assert set(reply.content.keys()) == {"arrays", "metrics"}
+        assert list(reply.content.array_records["arrays"]) == list(
+            select_keys(initial_model(cfg).state_dict(), cfg.run.aggregate))
+        state = context.state.array_records[OPTIMIZER_STATE_KEY]
+        params = [n for n, _ in initial_model(cfg).named_parameters()]
+        trained = {n for n in params if n.startswith("encoder.")}  # (the loss's heads too)
+        assert {f"{kind}/{n}" for n in trained for kind in ("step", "exp_avg", "exp_avg_sq")} \
+            <= set(state) <= {f"{kind}/{n}" for n in params
+                               for kind in ("step", "exp_avg", "exp_avg_sq")}
+        steps.append(float(state[f"step/{params[0]}"].numpy()))
+    assert 0 < steps[0] < steps[1], "the second round continues the first round's AdamW"
 
 
 def test_small_counts_are_suppressed() -> None:

@@ -53,7 +53,7 @@ def test_instructions_round_trip_and_carry_no_coordinator_setting(cfg: Federatio
         "aclecg-protocol", "method", "acl-terms", "views", "encoder", "local-epochs",
         "batch-size", "lr", "seed", "preprocessing", "aggregate", "proximal-mu",
         "secure-aggregation", "share-site-stats", "stats-classes", "round-offset",
-        "server-round"}
+        "server-round", "keep-optimizer-state"}
     text = json.dumps(encoded)
     for private in (cfg.base_dir, str(cfg.path(cfg.cohort.cache_dir)), cfg.run.config_file,
                     cfg.run.run_dir, "cohort", "probe"):

@@ -129,3 +129,41 @@ def test_views_and_terms_switch_the_ablation() -> None:
         other, losses = _run(cfg)
         assert np.isfinite(losses).all()
         assert not all(torch.equal(v, other[k]) for k, v in base.items())
+
+
+def test_a_carried_optimizer_state_continues_adamw() -> None:
+    """Two 1-epoch calls carrying the state = one 2-epoch call: CLOCS (no augmentation) with
+    the whole cohort in one batch, so each epoch's step sees the same data whatever the order;
+    without the state the second call starts a fresh AdamW and ends elsewhere."""
+    cohort = spike_cohort()
+    cfg = PretrainConfig(method="clocs", epochs=1, batch_size=len(cohort), lr=1e-2, seed=0)
+    once = build_model(TINY, seed=0)
+    pretrain(once, cohort, PretrainConfig(**{**cfg.to_dict(), "epochs": 2}))
+    carried, fresh = build_model(TINY, seed=0), build_model(TINY, seed=0)
+    first = pretrain(carried, cohort, cfg)
+    pretrain(fresh, cohort, cfg)
+    second = pretrain(carried, cohort, cfg, optimizer_state=first.optimizer_state)
+    pretrain(fresh, cohort, cfg)
+    names = {k.partition("/")[2] for k in second.optimizer_state}  # those with gradients
+    assert {n for n, _ in carried.named_parameters() if n.startswith("encoder.")} <= names
+    assert names <= {n for n, _ in carried.named_parameters()}
+    assert {float(second.optimizer_state[f"step/{n}"]) for n in names} == {2.0}
+    assert {float(first.optimizer_state[f"step/{n}"]) for n in names} == {1.0}  # not mutated
+    target = once.state_dict()
+    for key, value in carried.state_dict().items():
+        torch.testing.assert_close(value, target[key], atol=1e-6, rtol=1e-5)
+    drift = max(float((v - target[k]).abs().max()) for k, v in fresh.state_dict().items()
+                if v.is_floating_point())
+    assert drift > 1e-3
+
+
+def test_an_optimizer_state_of_another_model_is_refused() -> None:
+    cohort = spike_cohort()
+    cfg = PretrainConfig(epochs=1, batch_size=8, seed=0)
+    state = pretrain(build_model(TINY, seed=0), cohort, cfg).optimizer_state
+    key = next(k for k in state if k.startswith("exp_avg/"))
+    for bad, match in (({**state, key: torch.zeros(*state[key].shape, 2)}, "shape"),
+                       ({**state, "exp_avg/encoder.gone": state[key]}, "names no"),
+                       ({k: v for k, v in state.items() if k != key}, "lacks")):
+        with pytest.raises(ValueError, match=match):
+            pretrain(build_model(TINY, seed=0), cohort, cfg, optimizer_state=bad)
