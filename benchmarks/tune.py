@@ -93,6 +93,7 @@ VARIANTS = (
     _fed("fed-prox-0.01", strategy="fedprox", proximal_mu=0.01),
     _fed("fed-avgm-m0.5-b32", strategy="fedavgm", server_momentum=0.5, batch_size=32),
     _fed("fed-avgm-m0.5-2ep", strategy="fedavgm", server_momentum=0.5, local_epochs=2),
+    _fed("fed-avgm-m0.5-encoder", strategy="fedavgm", server_momentum=0.5, aggregate="encoder"),
     _fed("fed-avgm-m0.5-keepopt", strategy="fedavgm", server_momentum=0.5,
          keep_optimizer_state=True),
     _fed("fed-keepopt", keep_optimizer_state=True),  # FedAvg: without the server's momentum
