@@ -1,4 +1,5 @@
-"""``aclecg simulate``: the whole federation on this machine, ending in a report."""
+"""``aclecg simulate``: the whole federation on this machine, ending in a report;
+``aclecg compare-pooled``: a simulation's final encoder against pooling the sites' records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import sys
 from pathlib import Path
 
 from aclecg_core.data.cohort import DataError
-from aclecg_core.fed.config import ConfigError, parse_overrides
+from aclecg_core.fed.config import ConfigError, FederationConfig, parse_overrides
+from aclecg_core.method.checkpoint import CheckpointError
+from aclecg_core.report import ReportError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +34,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(repeatable; values are TOML: strings may be bare)")
     parser.add_argument("--verbose", action="store_true",
                         help="also show Flower's own log (sampling, aggregation, summaries)")
+    parser.add_argument("--compare-pooled", action="store_true",
+                        help="then run `aclecg compare-pooled` on the run folder")
     parser.set_defaults(func=run)
+    compare = subparsers.add_parser(
+        "compare-pooled",
+        help="compare a simulation's final encoder with pooling the sites' records",
+        description="Pretrain the run's initial model centrally on the union of its simulated "
+        "sites' records with the same samples (rounds x local epochs epochs, the run's "
+        "settings and seed), probe it and the final encoder on the server's probe data on the "
+        "same label draws, and write RUN_DIR/pooled.json, RUN_DIR/pooled/encoder.safetensors "
+        "and the report's 'Federated vs pooled' section. Simulations only: a deployment's "
+        "server never holds the sites' records.",
+    )
+    compare.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder")
+    compare.add_argument("--fractions", default="0.1,1", metavar="F,F",
+                         help="label fractions of the probe's training part (default 0.1,1)")
+    compare.add_argument("--draws", type=int, default=5,
+                         help="stratified label draws per fraction below 1 (default 5)")
+    compare.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    compare.set_defaults(func=run_compare)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +72,59 @@ def run(args: argparse.Namespace) -> int:
         print(f"aclecg simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(f"run folder: {run_dir}")
+    if args.compare_pooled:
+        return compare_pooled(run_dir, (0.1, 1.0), 5, "auto")
     for name in ("report.html", "report.md"):
         if (run_dir / name).is_file():
             print(f"report: {run_dir / name}")
+    return 0
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--fractions {text!r}: expected numbers like 0.1,1") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise ValueError(f"--fractions {text!r}: every fraction must be in (0, 1]")
+    return values
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    try:
+        fractions = _fractions(args.fractions)
+    except ValueError as exc:
+        print(f"aclecg compare-pooled: error: {exc}", file=sys.stderr)
+        return 2
+    if args.draws < 1:
+        print("aclecg compare-pooled: error: --draws must be at least 1", file=sys.stderr)
+        return 2
+    return compare_pooled(args.run_dir, fractions, args.draws, args.device)
+
+
+def compare_pooled(run_dir: Path, fractions: tuple[float, ...], draws: int, device: str) -> int:
+    """:func:`aclecg_core.fed.pooled.compare_pooled` of ``run_dir``, then its report again."""
+    from aclecg_core.fed.pooled import compare_pooled as compare
+    from aclecg_core.report import write_report
+    from aclecg_core.report.pooled import load_pooled_evidence, pooled_section
+
+    config = run_dir / "config.json"
+    try:
+        try:
+            cfg = FederationConfig.from_json(config.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{config}: cannot be read ({exc.strerror}): is {run_dir} a "
+                              "run folder?") from None
+        print(f"pooled reference of {run_dir}: pretraining on the sites' pooled records ...",
+              flush=True)
+        compare(cfg, run_dir, fractions, draws, device, progress=sys.stderr.isatty())
+        md_path, _ = write_report(run_dir)
+    except (ConfigError, DataError, CheckpointError, ReportError, ValueError) as exc:
+        print(f"aclecg compare-pooled: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    section = pooled_section(load_pooled_evidence(run_dir))
+    if section is not None:
+        print(section.blocks[-1])
+    print(f"pooled reference: {run_dir / 'pooled.json'}")
+    print(f"report: {md_path}")
     return 0

@@ -69,6 +69,16 @@ def count_classes(cfg: FederationConfig) -> list[str]:
     return list(cfg.probe.classes)
 
 
+def training_folders(cfg: FederationConfig) -> tuple[list[Path], str]:
+    """The folders the simulated sites' records come from and their layout: the synthetic
+    training sites' folders, or the cohort's ``paths`` / ``path``."""
+    c = cfg.cohort
+    if c.source == "synthetic":
+        root = ensure_synthetic_cohort(cfg)
+        return [root / f"site{k}" for k in range(1, c.sites + 1)], "auto"
+    return [cfg.path(p) for p in c.folders()], c.layout
+
+
 def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     """The training data of simulated site ``index`` (``partition-id``, 0-based) of
     ``num_sites``; with the synthetic cohort and partition ``site``: folder ``site{index+1}``.
@@ -84,13 +94,9 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
             f"run {c.sites} nodes (flwr run . --federation-config 'num-supernodes={c.sites}')")
     if not 0 <= index < num_sites:
         raise ValueError(f"site index {index} outside 0..{num_sites - 1}")
-    if c.source == "synthetic":
-        root = ensure_synthetic_cohort(cfg)
-        if c.partition == "site":
-            return load_folders(cfg, [root / f"site{index + 1}"], "auto")
-        paths, layout = [root / f"site{k}" for k in range(1, c.sites + 1)], "auto"
-    else:
-        paths, layout = [cfg.path(p) for p in c.folders()], c.layout
+    paths, layout = training_folders(cfg)
+    if c.source == "synthetic" and c.partition == "site":
+        return load_folders(cfg, [paths[index]], "auto")
     sources = described(tuple(paths), layout)
     if not sources:
         raise ValueError(f"no WFDB records found in {', '.join(map(str, paths))}")

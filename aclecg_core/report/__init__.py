@@ -7,7 +7,7 @@ Reads files only: imports no other package of the core.
 
 Modules: ``runlog`` (the run folder's JSON files as typed records), ``content`` (the sections),
 ``blocks`` (their building blocks), ``regions`` (the per-region panel), ``holdout`` (the
-whole hold-out's evidence), ``fmt`` (number and time
+whole hold-out's evidence), ``pooled`` (federated vs the pooled reference), ``fmt`` (number and time
 formats), ``render`` (Markdown, HTML).
 """
 
@@ -24,6 +24,7 @@ from aclecg_core.report.content import (
 )
 from aclecg_core.report.fmt import fmt_ci, fmt_score, fmt_score_ci, fmt_seconds, fmt_time
 from aclecg_core.report.holdout import HoldoutEvidence, load_holdout_evidence
+from aclecg_core.report.pooled import PooledEvidence, load_pooled_evidence
 from aclecg_core.report.regions import RegionEvidence, load_region_evidence
 from aclecg_core.report.render import render_html, render_markdown
 from aclecg_core.report.runlog import (
@@ -38,11 +39,11 @@ from aclecg_core.report.runlog import (
 )
 
 __all__ = [
-    "ClientFit", "HoldoutEvidence", "ProbeScores", "RegionEvidence", "ReportError",
-    "RoundMetrics", "RunMetrics", "SiteSummary", "aggregation_statement", "build_sections",
-    "dp_statement", "flatten_config", "fmt_ci", "fmt_score", "fmt_score_ci", "fmt_seconds",
-    "fmt_time", "load_holdout_evidence", "load_metrics", "load_region_evidence",
-    "read_run_config", "render_html", "render_markdown", "write_report",
+    "ClientFit", "HoldoutEvidence", "PooledEvidence", "ProbeScores", "RegionEvidence",
+    "ReportError", "RoundMetrics", "RunMetrics", "SiteSummary", "aggregation_statement",
+    "build_sections", "dp_statement", "flatten_config", "fmt_ci", "fmt_score", "fmt_score_ci",
+    "fmt_seconds", "fmt_time", "load_holdout_evidence", "load_metrics", "load_pooled_evidence",
+    "load_region_evidence", "read_run_config", "render_html", "render_markdown", "write_report",
 ]
 
 
@@ -50,8 +51,9 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``run_dir``.
 
     Returns ``(markdown_path, html_path)``. Raises :class:`ReportError` naming the file when
-    ``metrics.json`` is missing or malformed (or ``config.json``, ``regions.json`` or
-    ``holdout.json``, the optional per-region and whole-hold-out evidence, is malformed).
+    ``metrics.json`` is missing or malformed (or ``config.json``, ``regions.json``,
+    ``holdout.json`` or ``pooled.json``, the optional per-region, whole-hold-out and pooled
+    evidence, is malformed).
     """
     run_dir = Path(run_dir)
     metrics = load_metrics(run_dir)
@@ -61,7 +63,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         (plots_dir / name).unlink(missing_ok=True)
     audit = "audit.jsonl" if (run_dir / "audit.jsonl").is_file() else None
     sections = build_sections(metrics, config, plots_dir, audit, load_region_evidence(run_dir),
-                              load_holdout_evidence(run_dir))
+                              load_holdout_evidence(run_dir), load_pooled_evidence(run_dir))
     title = f"Federated run report: {metrics.name}"
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text(render_markdown(title, sections, run_dir), encoding="utf-8")

@@ -24,6 +24,7 @@ from aclecg_core.report.fmt import (
 )
 from aclecg_core.report.holdout import HoldoutEvidence, holdout_section
 from aclecg_core.report.holdout import verdict as holdout_verdict
+from aclecg_core.report.pooled import PooledEvidence, pooled_section
 from aclecg_core.report.regions import PLOT_NAME as REGION_PLOT
 from aclecg_core.report.regions import RegionEvidence, region_section
 from aclecg_core.report.runlog import RoundMetrics, RunMetrics, SiteSummary
@@ -438,16 +439,18 @@ def _privacy_section(flat: dict[str, Any] | None, audit_trail: str | None) -> Se
 
 def build_sections(m: RunMetrics, config: dict[str, Any] | None, plots_dir: Path,
                    audit_trail: str | None = None, regions: RegionEvidence | None = None,
-                   holdout: HoldoutEvidence | None = None) -> list[Section]:
+                   holdout: HoldoutEvidence | None = None,
+                   pooled: PooledEvidence | None = None) -> list[Section]:
     """All report sections (writing their figures into ``plots_dir``), in reading order;
     ``audit_trail``: the run folder's audit file to link, if it has one; ``regions``: the
     per-region evidence of the final encoder, ``holdout``: the probes on the whole hold-out,
-    if the run has them."""
+    ``pooled``: the pooled reference of a simulation, if the run has them."""
     flat = None if config is None else flatten_config(config)
     builders: list[Callable[[], Section | None]] = [
         lambda: _headline(m, flat, holdout),
         lambda: _probe_section(m, plots_dir, holdout),
         lambda: holdout_section(holdout),
+        lambda: pooled_section(pooled),
         lambda: _per_class_section(m, plots_dir),
         lambda: region_section(regions, plots_dir),
         lambda: _training_section(m, plots_dir),

@@ -156,6 +156,15 @@ def test_report_without_a_run(folders: dict[str, Path],
     _fails(["report", str(folders["empty"])], capsys, "metrics.json")
 
 
+def test_compare_pooled_without_a_run_or_with_bad_options(
+        folders: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["compare-pooled", str(folders["empty"])], capsys,
+           f"{folders['empty']}/config.json: cannot be read")
+    for option in (["--fractions", "0.1,2"], ["--fractions", "a"], ["--draws", "0"]):
+        assert main(["compare-pooled", str(folders["empty"]), *option]) == 2
+        assert "aclecg compare-pooled: error:" in capsys.readouterr().err
+
+
 def test_audit_without_a_trail(folders: dict[str, Path],
                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", str(folders["empty"])]) == 1

@@ -179,6 +179,38 @@ def test_final_checkpoint_is_probed_and_finetuned_by_the_cli(
     assert meta["round"] == 2 and meta["encoder"] == model.config.to_dict()
 
 
+def test_compare_pooled_trains_the_same_samples_and_reports_the_difference(
+        full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished simulation → ``aclecg compare-pooled`` → pooled.json, the pooled checkpoint
+    (read as any checkpoint) and the report's section."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(full_run, run_dir)
+    assert main(["compare-pooled", str(run_dir), "--fractions", "0.5,1", "--draws", "2"]) == 0
+    assert "pooled reference:" in capsys.readouterr().out
+    pooled = json.loads((run_dir / "pooled.json").read_text())
+    sites = json.loads((run_dir / "metrics.json").read_text())["sites"]
+    # two rounds of one local epoch each = two pooled epochs over the sites' windows
+    assert pooled["epochs"] == 2 and pooled["records"] == 16
+    assert pooled["windows"] == pooled["federated_windows"] == sum(s["windows"] for s in sites)
+    assert pooled["samples_seen"] == 2 * pooled["windows"]
+    assert [c["fraction"] for c in pooled["comparisons"]] == [0.5, 1.0]
+    assert [c["draws"] for c in pooled["comparisons"]] == [2, 1]
+    for c in pooled["comparisons"]:
+        d = c["difference"]
+        assert d["auroc_a"] == c["federated"]["auroc"]["mean"]
+        assert d["auroc_b"] == c["pooled"]["auroc"]["mean"]
+        assert d["auroc_diff_ci"][0] <= d["auroc_diff"] <= d["auroc_diff_ci"][1]
+    model, meta = load_encoder(run_dir / "pooled" / "encoder.safetensors")
+    assert meta["round"] is None and meta["corpus"]["setting"] == "centralized"
+    assert meta["corpus"]["windows"] == pooled["windows"]
+    final, _ = load_encoder(run_dir / "checkpoints" / "final")
+    assert any(not torch.equal(a, b) for a, b in zip(
+        model.state_dict().values(), final.state_dict().values(), strict=True))
+    assert "## Federated vs pooled" in (run_dir / "report.md").read_text()
+    assert main(["compare-pooled", str(tmp_path / "nothing")]) == 1
+    assert "nothing/config.json: cannot be read" in capsys.readouterr().err
+
+
 _PLAIN_ONNX = """
 import json, sys
 import numpy as np, onnxruntime

@@ -12,6 +12,7 @@ import aclecg_core.data.loading as loading
 from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.partition import partition_dirichlet, partition_iid
+from aclecg_core.fed.pooled import pooled_cohort
 from aclecg_core.fed.sites import simulated_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +67,8 @@ def test_each_site_reads_only_its_share_of_a_folder(shared_data: Path, tmp_path:
 
     again = simulated_site(cfg, 1, 3)  # the second time from the cache, nothing read
     assert len(read) == 4 and again.records == sites[1].records
+    # the pooled reference of `aclecg compare-pooled`: exactly the sites' records and windows
+    pooled = pooled_cohort(cfg)
+    assert sorted(r.record_id for r in pooled.records) == sorted(
+        r.record_id for site in sites for r in site.records)
+    assert len(pooled) == sum(len(site) for site in sites)
