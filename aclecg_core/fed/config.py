@@ -174,10 +174,11 @@ class ProbeSettings(Settings):
     """YAML section ``probe``: the server-held labeled data of the centralized linear probe.
 
     ``synthetic-holdout``: an extra labeled synthetic site, split patient-disjoint;
-    ``ptbxl``: a PTB-XL folder, folds 1–8 train / 9 validation / 10 test; ``cinc``: a CinC
-    folder, split patient-disjoint. Patient-disjoint splits hold out ``test_fraction`` of the
-    patients for the test part, then ``val_fraction`` of the rest for the validation part
-    (where the probe chooses its regularisation). ``classes`` empty: the source's default.
+    ``ptbxl``: PTB-XL folders (``path``, or several in ``paths``), folds 1–8 train /
+    9 validation / 10 test; ``cinc``: CinC folders, split patient-disjoint. Patient-disjoint
+    splits hold out ``test_fraction`` of the patients for the test part, then
+    ``val_fraction`` of the rest for the validation part (where the probe chooses its
+    regularisation). ``classes`` empty: the source's default.
     ``holdout_records`` > 0: the synthetic hold-out site has that many records with the
     reference case mix (every class common enough to be scored; 0: a site like the training
     sites). ``round_records`` > 0: the rounds between round 0 and the last are probed on a
@@ -189,6 +190,7 @@ class ProbeSettings(Settings):
 
     source: Annotated[str, one_of(PROBE_SOURCES)] = "synthetic-holdout"
     path: str = ""
+    paths: list[str] = field(default_factory=list)
     layout: Annotated[str, one_of(LAYOUTS)] = "auto"
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -198,11 +200,20 @@ class ProbeSettings(Settings):
     round_records: Annotated[int, Field(ge=0, description=">= 0 (0: all, every round)")] = 0
 
     def problems(self) -> list[str]:
-        if self.source != "synthetic-holdout" and not self.path:
-            return [f"key 'path' is required with source '{self.source}'"]
+        if self.path and self.paths:
+            return ["keys 'path' and 'paths' exclude each other: list every folder in 'paths'"]
+        if not all(p.strip() for p in self.paths):
+            return ["key 'paths' must list folder names, got an empty one"]
+        if self.source != "synthetic-holdout" and not self.folders():
+            return [f"key 'path' (one folder) or 'paths' (several) is required with source "
+                    f"'{self.source}'"]
         if self.holdout_records and self.source != "synthetic-holdout":
             return [f"key 'holdout-records' needs source 'synthetic-holdout', not '{self.source}'"]
         return []
+
+    def folders(self) -> list[str]:
+        """The probe's folders, as written (``paths``, else ``path``)."""
+        return list(self.paths) or ([self.path] if self.path else [])
 
 
 @dataclass(frozen=True)

@@ -60,16 +60,17 @@ def load_probe_cohorts(cfg: FederationConfig) -> ProbeCohorts:
     classes ``probe.classes``, else the source's: the synthetic labels, PTB-XL's superclasses
     or a folder's most frequent labels."""
     p = cfg.probe
+    folders = [cfg.path(f) for f in p.folders()]
     if p.source == "synthetic-holdout":
         root = ensure_synthetic_cohort(cfg)
         cohort = load_folders(cfg, [root / f"site{cfg.cohort.sites + 1}"], "auto", workers=None,
                               whole=True)
         default = CLASS_SETS["synthetic"]
     elif p.source == "ptbxl":
-        cohort = load_folders(cfg, [cfg.path(p.path)], "ptbxl", workers=None, whole=True)
+        cohort = load_folders(cfg, folders, "ptbxl", workers=None, whole=True)
         default = CLASS_SETS["ptbxl"]
     else:
-        cohort = load_folders(cfg, [cfg.path(p.path)], p.layout if p.layout != "auto" else "cinc",
+        cohort = load_folders(cfg, folders, p.layout if p.layout != "auto" else "cinc",
                               workers=None, whole=True)
         default = frequent_labels(cohort)
     held_out = "ptbxl" if p.source == "ptbxl" else "patient"
@@ -77,8 +78,8 @@ def load_probe_cohorts(cfg: FederationConfig) -> ProbeCohorts:
                                         cfg.run.seed)
     classes = list(p.classes) or list(default)
     if not classes:
-        raise ValueError(f"probe data {cfg.path(p.path)}: no label with enough records; "
-                         "set probe.classes")
+        raise ValueError(f"probe data {', '.join(map(str, folders))}: no label with enough "
+                         "records; set probe.classes")
     return _checked(ProbeCohorts(train, val, test, classes), f"probe data ({p.source})",
                     "give the probe more labeled records or change probe.val-fraction")
 

@@ -77,7 +77,11 @@ _FOLDERS = "cohort:\n  source: folder\n  {}\nprobe:\n  source: cinc\n  path: x\n
     ("probe:\n  test-fraction: 1\n", "[probe]: key 'test-fraction' must be in (0, 1)"),
     ("probe:\n  val-fraction: 0\n", "[probe]: key 'val-fraction' must be in (0, 1)"),
     ("probe:\n  clases: [NSR]\n", "[probe]: unknown key(s) ['clases']"),
-    ("probe:\n  source: ptbxl\n", "[probe]: key 'path' is required"),
+    ("probe:\n  source: ptbxl\n", "[probe]: key 'path' (one folder) or 'paths' (several) is "
+                                 "required with source 'ptbxl'"),
+    ("probe:\n  source: ptbxl\n  path: a\n  paths: [b]\n",
+     "[probe]: keys 'path' and 'paths' exclude each other"),
+    ("probe:\n  source: ptbxl\n  paths: ['']\n", "[probe]: key 'paths' must list folder names"),
     ("preprocessing:\n  target-fs: -1\n", "[preprocessing]: preprocessing target_fs"),
     ("preprocessing:\n  rescale-amplitude: maybe\n",
      "[preprocessing]: preprocessing rescale_amplitude must be true or false"),
