@@ -60,11 +60,17 @@ class FedSettings:
     aggregate: str = "encoder+projectors"  # or "encoder": the projectors stay at each site
     min_site_records: int = 16
     keep_optimizer_state: bool = False  # each site continues its own AdamW across rounds
+    # Benchmark-only prototypes (issue 21), not product options:
+    share_optimizer_state: bool = False  # every site starts from the sites' mean AdamW state
+    round_parts: int = 1  # a local epoch spread over this many rounds (disjoint record parts)
+    normalize_steps: bool = False  # FedNova: each site's update divided by its local steps
 
     def rounds(self, epochs: int) -> int:
         if epochs % self.local_epochs:
             raise ValueError(f"local_epochs {self.local_epochs} does not divide {epochs} epochs")
-        return epochs // self.local_epochs
+        if self.round_parts > 1 and self.local_epochs != 1:
+            raise ValueError("round_parts > 1 needs local_epochs 1")
+        return epochs // self.local_epochs * self.round_parts
 
 
 CHOSEN = FedSettings(strategy="fedavgm", server_momentum=0.5)  # chosen on fold 9 (tune.py)
@@ -79,7 +85,8 @@ def run_config(s: FedSettings, encoder: str, epochs: int, seed: int,
         "batch-size": s.batch_size, "lr": s.lr, "strategy": s.strategy,
         "server-lr": s.server_lr, "server-momentum": s.server_momentum,
         "server-eta": s.server_eta, "proximal-mu": s.proximal_mu,
-        "aggregate": s.aggregate, "keep-optimizer-state": s.keep_optimizer_state}, ROOT)
+        "aggregate": s.aggregate,
+        "keep-optimizer-state": s.keep_optimizer_state or s.share_optimizer_state}, ROOT)
 
 
 def corpus_sites(corpus: Cohort, min_records: int) -> tuple[list[str], list[Cohort]]:
@@ -119,6 +126,41 @@ def fedavg(updates: list[tuple[dict[str, np.ndarray], int]],
     return restore_dtypes(arrays_of(aggregated), template)
 
 
+def mean_state(states: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
+    """The ``num-examples``-weighted mean of the sites' optimizer states (step counts too)."""
+    weights = np.array([n for _, n in states], np.float64) / sum(n for _, n in states)
+    return {k: np.asarray(sum(np.asarray(st[k], np.float64) * w
+                              for (st, _), w in zip(states, weights, strict=True)),
+                          dtype=states[0][0][k].dtype) for k in states[0][0]}
+
+
+def normalized_updates(updates: list[tuple[dict[str, np.ndarray], int]],
+                       start: dict[str, np.ndarray], batch_size: int
+                       ) -> list[dict[str, np.ndarray]]:
+    """FedNova's rescaling (Wang et al., NeurIPS 2020) of the sites' ``(arrays, num_examples)``
+    trained from ``start``: site i's update ``a_i - start`` times ``tau / k_i``, with ``k_i``
+    its local steps and ``tau`` the example-weighted mean of the ``k_i``, so that the weighted
+    mean of the rescaled arrays weights each site by its examples, not examples × steps."""
+    steps = np.array([-(-n // batch_size) for _, n in updates], np.float64)
+    weights = np.array([n for _, n in updates], np.float64)
+    tau = float(steps @ weights / weights.sum())
+    return [{k: (start[k] + (a[k] - start[k]) * (tau / k_i)).astype(a[k].dtype) for k in a}
+            for (a, _), k_i in zip(updates, steps, strict=True)]
+
+
+def round_part(site: Cohort, seed: int, node: int, server_round: int, parts: int) -> Cohort:
+    """The records of ``site`` that round ``server_round`` trains on when each local epoch is
+    spread over ``parts`` rounds: part ``(round - 1) % parts`` of the epoch's seeded permutation
+    (the parts of one epoch are disjoint and cover every record)."""
+    if parts == 1:
+        return site
+    epoch, part = divmod(server_round - 1, parts)
+    order = np.random.default_rng([seed, epoch, node]).permutation(len(site.records))
+    keep = np.zeros(len(site.records), dtype=bool)
+    keep[np.array_split(order, parts)[part]] = True
+    return site.select_records(keep)
+
+
 @contextmanager
 def _flower_warnings_only() -> Iterator[None]:
     """Flower's logger at WARNING for the block, its level restored after."""
@@ -151,14 +193,15 @@ def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
         for server_round in range(1, cfg.run.num_server_rounds + 1):
             sent = list(strategy.configure_train(server_round, _record(global_arrays), config,
                                                  cast(Grid, _Nodes(len(sites)))))
-            replies, round_losses = [], []
+            trained, round_losses, states = [], [], []
             for message in sent:
                 node = message.metadata.dst_node_id
                 message.metadata.__dict__["_message_id"] = f"r{server_round}n{node}"  # as pushed
                 ins = protocol.TrainInstructions.decode(
                     message.content.config_records[protocol.CONFIG])
                 try:
-                    update = train_site(ins, sites[node - 1],
+                    part = round_part(sites[node - 1], seed, node, server_round, s.round_parts)
+                    update = train_site(ins, part,
                                         arrays_of(message.content.array_records[protocol.ARRAYS]),
                                         node, device=cfg.run.device, local_arrays=kept.get(node),
                                         optimizer_state=moments.get(node))
@@ -169,15 +212,25 @@ def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
                     kept[node] = update.local_arrays
                 if update.optimizer_state:
                     moments[node] = update.optimizer_state
-                replies.append(Message(RecordDict({
-                    protocol.ARRAYS: _record(update.arrays),
-                    protocol.METRICS: MetricRecord(dict(update.report.encode()))}),
-                    reply_to=message))
+                    states.append((update.optimizer_state, update.report.num_examples))
+                trained.append((message, update))
                 round_losses.append(update.report.loss)
+            sent_arrays = [(u.arrays, u.report.num_examples) for _, u in trained]
+            if s.normalize_steps:
+                sent_arrays = [(a, n) for a, (_, n) in zip(
+                    normalized_updates(sent_arrays, global_arrays, s.batch_size), sent_arrays,
+                    strict=True)]
+            replies = [Message(RecordDict({
+                protocol.ARRAYS: _record(a),
+                protocol.METRICS: MetricRecord(dict(u.report.encode()))}), reply_to=m)
+                for (m, u), (a, _) in zip(trained, sent_arrays, strict=True)]
             arrays, _ = strategy.aggregate_train(server_round, replies)
             if arrays is None:
                 raise RuntimeError(f"round {server_round}: no site update was aggregated")
             global_arrays = arrays_of(arrays)
+            if s.share_optimizer_state and states:
+                shared = mean_state(states)
+                moments = {node: shared for node in range(1, len(sites) + 1)}
             losses.append(round(float(np.mean(round_losses)), 4))
     model.load_state_dict(to_torch(global_arrays), strict=False)
     return model, {"seconds": round(time.perf_counter() - start, 1),

@@ -97,6 +97,13 @@ VARIANTS = (
     _fed("fed-avgm-m0.5-keepopt", strategy="fedavgm", server_momentum=0.5,
          keep_optimizer_state=True),
     _fed("fed-keepopt", keep_optimizer_state=True),  # FedAvg: without the server's momentum
+    _fed("fed-avgm-m0.5-sharedopt", strategy="fedavgm", server_momentum=0.5,
+         share_optimizer_state=True),
+    _fed("fed-sharedopt", share_optimizer_state=True),
+    _fed("fed-avgm-m0.5-half", strategy="fedavgm", server_momentum=0.5, round_parts=2),
+    _fed("fed-half", round_parts=2),
+    _fed("fed-avgm-m0.5-nova", strategy="fedavgm", server_momentum=0.5, normalize_steps=True),
+    _fed("fed-nova", normalize_steps=True),
 )
 
 

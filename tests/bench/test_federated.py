@@ -17,6 +17,9 @@ from benchmarks.federated import (
     corpus_sites,
     fedavg,
     federated_pretrain,
+    mean_state,
+    normalized_updates,
+    round_part,
     run_config,
 )
 
@@ -95,3 +98,36 @@ def test_fedavg_is_the_example_weighted_mean() -> None:
     out = fedavg([(a, 1), (b, 2)], template)
     assert out["w"].tolist() == pytest.approx([3.0, 6.0])
     assert out["n"].dtype == template["n"].dtype and int(out["n"]) == 5
+
+
+def test_fednova_weights_each_site_by_its_examples_not_its_steps() -> None:
+    """Sites of 130 and 10 examples (batch 10: 13 and 1 steps) whose every step moves the
+    weights by +1 and -1: the example-weighted mean of the rescaled updates moves by tau = the
+    example-weighted mean of the steps, whatever each site's share of the steps."""
+    start = {"w": np.zeros(3, np.float32)}
+    updates = [({"w": np.full(3, 13.0, np.float32)}, 130),
+               ({"w": np.full(3, -1.0, np.float32)}, 10)]
+    rescaled = normalized_updates(updates, start, batch_size=10)
+    tau = (13 * 130 + 1 * 10) / 140
+    naive = sum(n / 140 * (a["w"] / steps) for (a, n), steps in zip(updates, (13, 1), strict=True))
+    mean = sum(n / 140 * r["w"] for r, (_, n) in zip(rescaled, updates, strict=True))
+    assert mean.tolist() == pytest.approx((tau * naive).tolist(), rel=1e-6)
+    assert rescaled[1]["w"].dtype == np.float32
+
+
+def test_an_epoch_spread_over_rounds_trains_each_record_once() -> None:
+    site = _cohort({"a": 11})
+    for epoch in (0, 1):
+        parts = [round_part(site, 0, 1, epoch * 3 + r, 3) for r in (1, 2, 3)]
+        ids = [r.record_id for part in parts for r in part.records]
+        assert sorted(ids) == sorted(r.record_id for r in site.records)
+        assert [len(p.records) for p in parts] == [4, 4, 3]
+    assert round_part(site, 0, 1, 5, 1) is site
+
+
+def test_the_shared_optimizer_state_is_the_example_weighted_mean() -> None:
+    a = {"step": np.array(3.0, np.float32), "exp_avg/w": np.ones(2, np.float32)}
+    b = {"step": np.array(13.0, np.float32), "exp_avg/w": np.zeros(2, np.float32)}
+    out = mean_state([(a, 10), (b, 30)])
+    assert float(out["step"]) == pytest.approx(10.5) and out["step"].shape == ()
+    assert out["exp_avg/w"].tolist() == pytest.approx([0.25, 0.25])
