@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def compare_pooled(run_dir: Path, fractions: tuple[float, ...], draws: int, devi
                               "run folder?") from None
         print(f"pooled reference of {run_dir}: pretraining on the sites' pooled records ...",
               flush=True)
+        # the per-record data warnings past the first few stay at INFO, as in `aclecg pretrain`
+        logging.getLogger("aclecg_core.data.loading").setLevel(logging.WARNING)
         compare(cfg, run_dir, fractions, draws, device, progress=sys.stderr.isatty())
         md_path, _ = write_report(run_dir)
     except (ConfigError, DataError, CheckpointError, ReportError, ValueError) as exc:
