@@ -68,11 +68,18 @@ def compare_pooled(cfg: FederationConfig, run_dir: Path, fractions: tuple[float,
     save it, probe it and the run's final encoder on the server's probe data at each label
     ``fractions`` (``draws`` stratified draws below 1), and write ``pooled.json``; returns its
     content. Raises :class:`~aclecg_core.method.checkpoint.CheckpointError` naming the file
-    when the run has no final checkpoint."""
+    when the run has no final checkpoint, and ValueError when the sites' reported windows are
+    not the config's cohort (not a simulation of it: the samples would differ)."""
     run_dir = Path(run_dir)
     federated, meta = load_encoder(run_dir / "checkpoints" / "final.safetensors")
     rounds = int(meta.get("round") or 0)
     cohort = pooled_cohort(cfg)
+    fed_windows = (meta.get("corpus") or {}).get("windows")
+    if fed_windows != len(cohort):
+        raise ValueError(
+            f"{run_dir}: the run's sites reported {fed_windows} training windows, its config's "
+            f"cohort holds {len(cohort)}: compare-pooled needs a simulation of that cohort (a "
+            "deployment's sites train on their own records, which the server does not hold)")
     pooled, result = pretrain_pooled(cfg, cohort, rounds, device, progress)
     pooled.eval()
     checkpoint = run_dir / POOLED_CHECKPOINT
@@ -97,11 +104,10 @@ def compare_pooled(cfg: FederationConfig, run_dir: Path, fractions: tuple[float,
                             "federated": comparison.encoder.to_dict(),
                             "pooled": comparison.reference.to_dict(),
                             "difference": comparison.difference.to_dict()})
-    fed_windows = meta.get("corpus", {}).get("windows")
     out = {
         "rounds": rounds, "local_epochs": cfg.run.local_epochs,
         "epochs": rounds * cfg.run.local_epochs, "records": len(cohort.records),
-        "windows": len(cohort), "federated_windows": fed_windows,
+        "windows": len(cohort),
         "samples_seen": result.num_examples * rounds * cfg.run.local_epochs,
         "pooled_loss": result.loss, "seconds": round(result.seconds, 1),
         "checkpoint": str(POOLED_CHECKPOINT), "federated_checkpoint": "checkpoints/final",

@@ -39,7 +39,6 @@ class PooledEvidence:
     epochs: int
     records: int
     windows: int
-    federated_windows: int | None
     n_train: int
     n_val: int
     n_test: int
@@ -77,7 +76,6 @@ def load_pooled_evidence(run_dir: Path) -> PooledEvidence | None:
     return PooledEvidence(
         epochs=r.count(d, "epochs", top) or 0, records=r.count(d, "records", top) or 0,
         windows=r.count(d, "windows", top) or 0,
-        federated_windows=r.count(d, "federated_windows", top),
         n_train=r.count(d, "n_train", top) or 0, n_val=r.count(d, "n_val", top) or 0,
         n_test=r.count(d, "n_test", top) or 0,
         comparisons=[_comparison(r, c, f"comparisons[{i}]")
@@ -104,8 +102,6 @@ def pooled_section(e: PooledEvidence | None) -> Section | None:
     """The section: federated vs the pooled reference at each label fraction."""
     if e is None or not e.comparisons:
         return None
-    same = ("the same windows as the sites" if e.federated_windows in (None, e.windows) else
-            f"the sites reported {fmt_int(e.federated_windows)} windows: not the same samples")
     rows = [[_labels(c), fmt_score(c.federated_auroc), fmt_score(c.pooled_auroc),
              fmt_diff_ci(c.auroc_diff, c.auroc_diff_ci), fmt_score(c.federated_auprc),
              fmt_score(c.pooled_auprc), fmt_diff_ci(c.auprc_diff, c.auprc_diff_ci)]
@@ -117,9 +113,9 @@ def pooled_section(e: PooledEvidence | None) -> Section | None:
     return Section("Federated vs pooled", [
         f"The pooled reference (`aclecg compare-pooled`): the same initial model pretrained "
         f"centrally on the sites' pooled records ({fmt_int(e.records)} records, "
-        f"{fmt_int(e.windows)} windows; {same}) for {e.epochs} epochs, the run's rounds × local "
-        f"epochs: the same samples seen. Both encoders are probed on the server's data "
-        f"({fmt_int(e.n_train)} train, {fmt_int(e.n_val)} validation (chooses C), "
+        f"{fmt_int(e.windows)} windows, those the sites reported) for {e.epochs} epochs, the "
+        "run's rounds × local epochs: the same samples seen. Both encoders are probed on the "
+        f"server's data ({fmt_int(e.n_train)} train, {fmt_int(e.n_val)} validation (chooses C), "
         f"{fmt_int(e.n_test)} test records) on the same label draws; intervals: paired "
         "bootstrap over the test records.",
         table,

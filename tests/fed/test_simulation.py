@@ -191,7 +191,7 @@ def test_compare_pooled_trains_the_same_samples_and_reports_the_difference(
     sites = json.loads((run_dir / "metrics.json").read_text())["sites"]
     # two rounds of one local epoch each = two pooled epochs over the sites' windows
     assert pooled["epochs"] == 2 and pooled["records"] == 16
-    assert pooled["windows"] == pooled["federated_windows"] == sum(s["windows"] for s in sites)
+    assert pooled["windows"] == sum(s["windows"] for s in sites)
     assert pooled["samples_seen"] == 2 * pooled["windows"]
     assert [c["fraction"] for c in pooled["comparisons"]] == [0.5, 1.0]
     assert [c["draws"] for c in pooled["comparisons"]] == [2, 1]
@@ -209,6 +209,12 @@ def test_compare_pooled_trains_the_same_samples_and_reports_the_difference(
     assert "## Federated vs pooled" in (run_dir / "report.md").read_text()
     assert main(["compare-pooled", str(tmp_path / "nothing")]) == 1
     assert "nothing/config.json: cannot be read" in capsys.readouterr().err
+    # a run folder whose sites did not train on its config's cohort (as a deployment's)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["cohort"]["records-per-site"] = 9
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert main(["compare-pooled", str(run_dir)]) == 1
+    assert "compare-pooled needs a simulation of that cohort" in capsys.readouterr().err
 
 
 _PLAIN_ONNX = """
