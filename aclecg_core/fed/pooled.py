@@ -75,6 +75,9 @@ def compare_pooled(cfg: FederationConfig, run_dir: Path, fractions: tuple[float,
     rounds = int(meta.get("round") or 0)
     cohort = pooled_cohort(cfg)
     fed_windows = (meta.get("corpus") or {}).get("windows")
+    if fed_windows is None:
+        raise ValueError(f"{run_dir}: the run's sites did not all report their training "
+                         "windows, so the same samples cannot be checked")
     if fed_windows != len(cohort):
         raise ValueError(
             f"{run_dir}: the run's sites reported {fed_windows} training windows, its config's "
