@@ -51,11 +51,12 @@ def pretrain_pooled(cfg: FederationConfig, cohort: Cohort, rounds: int,
                     device: str = "auto", progress: bool = False
                     ) -> tuple[AclEcgModel, PretrainResult]:
     """The run's initial model pretrained centrally on ``cohort`` for ``rounds`` × the run's
-    local epochs, with its method, batch size, optimizer and views (seed: the run's)."""
+    local epochs, with its method, batch size, optimizer and views (seed: the run's); what
+    only a federation has (FedProx's proximal term, DP noise, server steps) is left out."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     model = initial_model(cfg)
-    pcfg = from_attributes(PretrainConfig, train_instructions(cfg),
+    pcfg = from_attributes(PretrainConfig, train_instructions(cfg), proximal_mu=0.0,
                            epochs=rounds * cfg.run.local_epochs, seed=cfg.run.seed)
     result = pretrain(model, cohort, pcfg, device=pick_device(device), progress=progress)
     return model, result
