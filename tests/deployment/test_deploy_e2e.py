@@ -1,8 +1,8 @@
 """Loopback deployment: a TLS SuperLink with node authentication and two hospital SuperNodes.
 
 One SuperLink and two SuperNodes (started through ``aclecg deploy``) are shared by the module;
-the tests run in file order: refusals first, then a two-site run, then a SuperLink restart
-from its database followed by another run.
+the tests run in file order: refusals first, then a SuperLink restart from its database (the
+nodes stay registered and reconnect), then a two-site run served by the restarted SuperLink.
 Every process started here is stopped (with everything it spawned) by the fixtures.
 """
 
@@ -176,11 +176,23 @@ def _rounds(run_dir: Path) -> list[dict[str, Any]]:
     return list(json.loads((run_dir / "metrics.json").read_text())["rounds"])
 
 
+def test_restarted_superlink_keeps_its_nodes(federation: Federation) -> None:
+    # Restart the SuperLink from its database: registered nodes persist, SuperNodes reconnect;
+    # the next test's run is served by the restarted SuperLink.
+    # (A site killed mid-run: tests/deployment/test_separate_hospitals.py.)
+    federation.superlink.stop()
+    federation.start_superlink("restarted")
+    nodes = flwr_cli.list_nodes(CONNECTION, federation.env)
+    assert len(nodes) == 2, nodes
+    federation.wait_online(2)
+
+
 def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
     run_dir = federation.root / "runs" / "two-sites"
     start = time.monotonic()
     run_id = federation.submit(run_dir, **{"num-server-rounds": 1})
-    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
+    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT,
+                                   run_dir=run_dir)
     federation.timings["run-seconds"] = time.monotonic() - start
     assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, federation.env)
     for name in ("round-0000", "round-0001", "final"):
@@ -196,20 +208,3 @@ def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
         assert r["failures"] == []
     federation.timings["round-seconds"] = float(rounds[1]["wall_seconds"])
     print(f"\nTLS deployment timings: {federation.timings}")
-
-
-def test_restarted_superlink_keeps_its_nodes_and_serves(federation: Federation) -> None:
-    # Restart the SuperLink from its database: registered nodes persist, SuperNodes reconnect.
-    # (A site killed mid-run: tests/deployment/test_separate_hospitals.py.)
-    federation.superlink.stop()
-    federation.start_superlink("restarted")
-    registered = {str(n["owner-name"]) for n in flwr_cli.list_nodes(CONNECTION, federation.env)}
-    assert len(flwr_cli.list_nodes(CONNECTION, federation.env)) == 2, registered
-    federation.wait_online(2)
-    run_dir = federation.root / "runs" / "restarted"
-    run_id = federation.submit(run_dir, **{"num-server-rounds": 1})
-    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
-    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, federation.env)
-    rounds = _rounds(run_dir)
-    assert sorted(c["site"] for c in rounds[1]["clients"]) == ["site1", "site2"]
-    assert (run_dir / "report.md").is_file()

@@ -8,9 +8,9 @@ pins the app identity it computes from its own copy (``--allow-app``). Nothing o
 coordinator is readable by a site. The hospitals run the system's Python 3.11 (the project's
 interpreter may live in root's home), in a virtual environment that reads the project venv's
 installed packages (no multi-GB reinstall per test run) and has Flower's commands.
-Tests run in file order: (a) plain FedAvg, (b) secure aggregation, (c) a coordinator's modified
-app is refused at both sites and never runs, (d) a site killed mid-run and restarted rejoins a
-later round.
+Tests run in file order: (a) secure aggregation, (b) a coordinator's modified app is refused at
+both sites and never runs, (c) plain FedAvg over three rounds in which a site killed mid-run and
+restarted rejoins a later round; after it, no hospital's user has written outside its own home.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -169,8 +170,8 @@ class Federation:
         assert proc.returncode == 0, proc.stderr
         return int(proc.stdout.strip())
 
-    def finish(self, run_id: int) -> str:
-        return flwr_cli.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT)
+    def finish(self, run_id: int, run_dir: Path) -> str:
+        return flwr_cli.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT, run_dir=run_dir)
 
 
 def _add_hospital(fed: Federation, name: str, ecg: Path, ca_cert: Path,
@@ -191,6 +192,20 @@ def _add_hospital(fed: Federation, name: str, ecg: Path, ca_cert: Path,
     hospital.found_before = _owned_outside(hospital.uid, home, SCANNED)
     fed.hospitals[name] = hospital
     return hospital
+
+
+def _prepare_hospital(hospital: Hospital) -> None:
+    """As the hospital's user: check the packages are usable, make the node key, compute the
+    identity of its copy of the app."""
+    probe = subprocess.run([str(hospital.python), "-c", "import flwr, torch"],
+                           env=hospital.env, user=hospital.user, capture_output=True,
+                           text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"the project's packages are not usable by another OS user: "
+                    f"{probe.stderr.strip()[-300:]}")
+    hospital.run("deploy", "make-site-key", hospital.name, "--out-dir",
+                 str(hospital.home / "keys"))
+    hospital.identity = hospital.run("deploy", "app-hash", str(hospital.home / "project")).strip()
 
 
 @pytest.fixture(scope="module")
@@ -221,22 +236,17 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         python = _hospital_python(shared)
         if isinstance(python, str):
             pytest.skip(python)
-        for name in SITES:
-            hospital = _add_hospital(fed, name, cohort / name, tls.ca_cert, python)
-            probe = subprocess.run([str(python), "-c", "import flwr, torch"],
-                                   env=hospital.env, user=hospital.user, capture_output=True,
-                                   text=True, check=False)
-            if probe.returncode != 0:
-                pytest.skip(f"the project's packages are not usable by another OS user: "
-                            f"{probe.stderr.strip()[-300:]}")
-            hospital.run("deploy", "make-site-key", name, "--out-dir", str(hospital.home / "keys"))
-            hospital.identity = hospital.run("deploy", "app-hash",
-                                             str(hospital.home / "project")).strip()
+        # The SuperLink starts while the hospitals prepare (each in its own thread: their
+        # commands are separate processes).
         fed.superlink = daemons.Daemon(
             "superlink", [sys.executable, "-m", "aclecg_cli", "deploy", "superlink",
                           "--pki-dir", str(root / "pki"), "--database",
                           str(root / "state" / "superlink.db"), "--port", str(fed.port)],
             fed.env, root / "logs" / "superlink.log")
+        hospitals = [_add_hospital(fed, name, cohort / name, tls.ca_cert, python)
+                     for name in SITES]
+        with ThreadPoolExecutor(len(hospitals)) as pool:
+            list(pool.map(_prepare_hospital, hospitals))
         daemons.wait_for_port(daemons.LOOPBACK, fed.port, 60, fed.superlink)
         flwr_cli.write_connection(root / "flwr-home", CONNECTION, fed.address, tls.ca_cert)
         for name, hospital in fed.hospitals.items():
@@ -283,39 +293,16 @@ def _owned_outside(uid: int, own: Path, roots: list[Path]) -> list[str]:
     return found
 
 
-def test_two_hospitals_train_every_round_and_write_only_their_own_folders(
-        federation: Federation) -> None:
-    fed = federation
-    assert fed.hospitals["site1"].identity == fed.hospitals["site2"].identity
-    assert stat.S_IMODE(fed.root.stat().st_mode) == 0o700
-    run_dir = fed.root / "runs" / "plain"
-    run_id = fed.submit(fed.root / "project", run_dir)
-    status = fed.finish(run_id)
-    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
-    rounds = _rounds(run_dir)
-    assert [r["round"] for r in rounds] == [0, 1, 2]
-    for r in rounds[1:]:
-        assert sorted(c["site"] for c in r["clients"]) == list(SITES), r
-        assert r["failures"] == []
-    assert (run_dir / "report.md").is_file()
-    for hospital in fed.hospitals.values():
-        cache = hospital.home / ".cache" / "aclecg" / "cohorts"
-        assert any(cache.iterdir()), f"{hospital.name} cached nothing in its own cache"
-        written = _owned_outside(hospital.uid, hospital.home, SCANNED)
-        assert sorted(set(written) - set(hospital.found_before)) == []
-        log = hospital.node.log_text() if hospital.node else ""
-        assert hospital.identity in log  # the site names the app it runs
-
-
 def test_secure_aggregation_over_the_tls_deployment(federation: Federation) -> None:
     fed = federation
     run_dir = fed.root / "runs" / "secure"
     run_id = fed.submit(fed.root / "project", run_dir,
                         **{"num-server-rounds": 1, "secure-aggregation": True})
-    status = fed.finish(run_id)
+    status = fed.finish(run_id, run_dir)
     assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
     (round1,) = [r for r in _rounds(run_dir) if r["round"] == 1]
     assert sorted(c["site"] for c in round1["clients"]) == list(SITES)
+    assert round1["failures"] == []
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     exchange = next(e for e in audit if e.get("round") == 1)
     assert exchange["secure_aggregation"] is True
@@ -330,8 +317,9 @@ def test_a_modified_app_is_refused_at_both_sites_and_never_runs(
     mark = fed.shared / "marks"
     with (modified / "client" / "app.py").open("a") as f:  # one line that leaves a mark
         f.write(f"Path('{mark}', f'ran-as-{{os.getuid()}}').touch()\nimport os\n")
-    run_id = fed.submit(modified, fed.root / "runs" / "modified", **{"num-server-rounds": 1})
-    status = fed.finish(run_id)
+    run_dir = fed.root / "runs" / "modified"
+    run_id = fed.submit(modified, run_dir, **{"num-server-rounds": 1})
+    status = fed.finish(run_id, run_dir)
     assert status.startswith("finished:") and status != flwr_cli.FINISHED_OK
     follow = fed.aclecg("deploy", "follow", str(run_id), "--connection", CONNECTION)
     assert follow.returncode == 1
@@ -349,8 +337,13 @@ def test_a_modified_app_is_refused_at_both_sites_and_never_runs(
         assert len(installed) == 1, installed  # only the approved app was ever installed
 
 
-def test_a_killed_site_restarts_and_rejoins_a_later_round(federation: Federation) -> None:
+def test_a_killed_site_rejoins_and_the_hospitals_write_only_their_own_folders(
+        federation: Federation) -> None:
+    """Both hospitals train rounds 1 and 3 of a plain FedAvg run; site2, killed after round 1
+    and restarted, misses round 2 only."""
     fed = federation
+    assert fed.hospitals["site1"].identity == fed.hospitals["site2"].identity
+    assert stat.S_IMODE(fed.root.stat().st_mode) == 0o700
     run_dir = fed.root / "runs" / "rejoin"
     # The SuperLink holds a vanished node online until it misses 2 heartbeats (<= 60 s), then
     # fails the round's message to it; with min-sites 2 the next round waits until it is back.
@@ -369,9 +362,19 @@ def test_a_killed_site_restarts_and_rejoins_a_later_round(federation: Federation
         assert time.monotonic() < deadline, "site2 stays online after it was killed"
         time.sleep(1)
     fed.start_node(site2, tag="-restarted")
-    status = fed.finish(run_id)
+    status = fed.finish(run_id, run_dir)
     assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
     rounds = _rounds(run_dir)
-    assert sorted(c["site"] for c in rounds[1]["clients"]) == list(SITES)
-    assert [c["site"] for c in rounds[2]["clients"]] == ["site1"]  # site2 was down
-    assert sorted(c["site"] for c in rounds[3]["clients"]) == list(SITES)  # and is back
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    for r in (rounds[1], rounds[3]):  # site2 was down in round 2 and is back in round 3
+        assert sorted(c["site"] for c in r["clients"]) == list(SITES), r
+        assert r["failures"] == []
+    assert [c["site"] for c in rounds[2]["clients"]] == ["site1"]
+    assert (run_dir / "report.md").is_file()
+    for hospital in fed.hospitals.values():  # after every run of this module
+        cache = hospital.home / ".cache" / "aclecg" / "cohorts"
+        assert any(cache.iterdir()), f"{hospital.name} cached nothing in its own cache"
+        written = _owned_outside(hospital.uid, hospital.home, SCANNED)
+        assert sorted(set(written) - set(hospital.found_before)) == []
+        log = hospital.node.log_text() if hospital.node else ""
+        assert hospital.identity in log  # the site names the app it runs

@@ -103,24 +103,6 @@ def test_simulation_writes_the_run_folder(full_run: Path) -> None:
     assert all(len(a["arrays_sha256"]) == 64 for a in round2["sites_answered"])
 
 
-def test_the_console_shows_the_projects_lines_only(base: dict[str, Any], full_run: Path,
-                                                   tmp_path: Path) -> None:
-    """``aclecg simulate`` in a fresh process, on a synthetic cohort already written (the
-    case in which a third-party warning once reached the console from a ClientApp worker)."""
-    settings = [f"{k}={v}" for k, v in base.items() if k != "config-file"]
-    done = subprocess.run(
-        [sys.executable, "-m", "aclecg_cli", "simulate", "--config", base["config-file"],
-         "--run-dir", str(tmp_path / "run"), *(a for s in settings for a in ("--set", s))],
-        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-    assert any("[aclecg] round 2/2" in line for line in lines)
-    assert any(line.startswith("report: ") for line in lines)
-    noise = [line for line in lines if "[aclecg]" not in line and not line.startswith(
-        ("run folder: ", "report: "))]
-    assert noise == []
-
-
 def test_resumed_run_ends_with_the_same_weights(base: dict[str, Any], full_run: Path,
                                                 tmp_path: Path) -> None:
     """Under the default strategy, FedAvgM, whose momentum after round 1 is restored."""
@@ -297,16 +279,27 @@ def test_a_run_whose_sites_all_fail_says_so_and_fails(
     assert run["status"] == "failed" and "no site succeeded" in run["error"]
 
 
-def test_a_diverging_federation_stops_naming_why_and_resumes_with_a_sane_lr(
-        base: dict[str, Any], tmp_path: Path) -> None:
-    run_dir = tmp_path / "diverged"
+def _cli_simulate(base: dict[str, Any], run_dir: Path,
+                  *extra: str) -> tuple[int, list[str]]:
+    """``aclecg simulate`` with ``base``'s settings in a fresh process: its exit code and the
+    non-empty lines of its console."""
+    settings = [a for k, v in base.items() if k != "config-file" for a in ("--set", f"{k}={v}")]
     done = subprocess.run(
         [sys.executable, "-m", "aclecg_cli", "simulate", "--config", base["config-file"],
-         "--run-dir", str(run_dir), "--set", "lr=100000", "--set", "batch-size=4",
-         "--set", f"seed={base['seed']}", "--set", "num-server-rounds=2"],
+         "--run-dir", str(run_dir), *settings, *extra],
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
-    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return done.returncode, [line for line in (done.stdout + done.stderr).splitlines()
+                             if line.strip()]
+
+
+def test_a_diverging_federation_stops_naming_why_and_resumes_with_a_sane_lr(
+        base: dict[str, Any], tmp_path: Path) -> None:
+    """Both runs are ``aclecg simulate`` processes whose console shows the project's lines only
+    (the resumed one runs on a synthetic cohort already written: the case in which a
+    third-party warning once reached the console from a ClientApp worker)."""
+    run_dir = tmp_path / "diverged"
+    code, lines = _cli_simulate(base, run_dir, "--set", "lr=100000")
+    assert code == 1
     assert [line for line in lines if "[aclecg]" not in line] == [lines[-1]]  # nothing else
     assert re.fullmatch(r"aclecg simulate: error: round 1: no site succeeded, the run stops "
                         r"\(site1: update refused: .+; site2: update refused: .+\) \(run folder "
@@ -315,7 +308,13 @@ def test_a_diverging_federation_stops_naming_why_and_resumes_with_a_sane_lr(
     assert metrics["run"]["status"] == "failed" and metrics["final_round"] == 0
     state, meta = load_checkpoint(run_dir / "checkpoints" / "final")
     assert meta["round"] == 0 and all(torch.isfinite(v).all() for v in state.values())
-    simulate({**base, "run-dir": str(run_dir), "resume": True})
+    code, lines = _cli_simulate(base, run_dir, "--resume")
+    assert code == 0, lines
+    assert any("[aclecg] round 2/2" in line for line in lines)
+    assert any(line.startswith("report: ") for line in lines)
+    noise = [line for line in lines if "[aclecg]" not in line and not line.startswith(
+        ("run folder: ", "report: "))]
+    assert noise == []
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["run"]["status"] == "finished" and metrics["run"]["changes"] == [
         {"after_round": 0, "changed": {"lr": [100000.0, 0.001]}}]
