@@ -4,7 +4,6 @@ logs; and the text formats it speaks (TOML config strings, JSON answers, colour 
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 import time
@@ -179,33 +178,16 @@ _CHAINED = ("During handling of the above exception", "The above exception was t
 
 
 def wait_for_run(run_id: int, connection: str, env: Mapping[str, str], timeout: float,
-                 poll: float = 2.0, run_dir: Path | None = None) -> str:
-    """Poll until the run is finished; its final status. TimeoutError after ``timeout`` seconds.
-
-    With ``run_dir`` (the run folder, readable here) Flower is asked only once the folder's
-    ``metrics.json`` no longer says the run is running, and otherwise every 30 s: each ``flwr``
-    call costs about a CPU-second, which the run itself could use.
-    """
+                 poll: float = 2.0) -> str:
+    """Poll until the run is finished; its final status. TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     status = "unknown"
-    asked = -math.inf
     while time.monotonic() < deadline:
-        if run_dir is None or time.monotonic() - asked >= 30 or not _says_running(run_dir):
-            asked = time.monotonic()
-            status = run_status(run_id, connection, env)
-            if status.startswith("finished"):
-                return status
-        time.sleep(poll if run_dir is None else 0.5)
+        status = run_status(run_id, connection, env)
+        if status.startswith("finished"):
+            return status
+        time.sleep(poll)
     raise TimeoutError(f"run {run_id} still {status!r} after {timeout:.0f} s")
-
-
-def _says_running(run_dir: Path) -> bool:
-    """Whether ``run_dir/metrics.json`` is missing, unreadable or says ``running``."""
-    try:
-        return bool(json.loads((run_dir / "metrics.json").read_text())["run"]["status"]
-                    == "running")
-    except (OSError, ValueError, KeyError, TypeError):
-        return True
 
 
 def run_log(run_id: int, connection: str, env: Mapping[str, str], timeout: float = 60) -> str:

@@ -191,8 +191,7 @@ def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
     run_dir = federation.root / "runs" / "two-sites"
     start = time.monotonic()
     run_id = federation.submit(run_dir, **{"num-server-rounds": 1})
-    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT,
-                                   run_dir=run_dir)
+    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
     federation.timings["run-seconds"] = time.monotonic() - start
     assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, federation.env)
     for name in ("round-0000", "round-0001", "final"):

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import re
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -160,30 +158,6 @@ def test_write_connection_keeps_other_entries(tmp_path: Path) -> None:
     assert config["superlink"]["default"] == "a"
     assert config["superlink"]["b"] == {"address": "[::1]:2", "root-certificates": str(ca)}
     assert "insecure" not in config["superlink"]["a"]
-
-
-def test_waiting_on_a_run_folder_asks_flower_only_once_it_says_finished(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps({"run": {"status": "running"}}))
-    answers = iter(["running", "running", flwr_cli.FINISHED_OK])
-    asked: list[str] = []
-    sleeps: list[float] = []
-
-    def status(run_id: int, connection: str, env: Mapping[str, str]) -> str:
-        asked.append(json.loads(metrics.read_text())["run"]["status"])
-        return next(answers)
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        if len(sleeps) == 3:  # the server writes its last metrics.json
-            metrics.write_text(json.dumps({"run": {"status": "finished"}}))
-
-    monkeypatch.setattr(flwr_cli, "run_status", status)
-    monkeypatch.setattr(flwr_cli.time, "sleep", sleep)
-    assert flwr_cli.wait_for_run(1, "c", {}, 20, run_dir=tmp_path) == flwr_cli.FINISHED_OK
-    assert asked == ["running", "finished", "finished"]  # at the start, then once it says so
-    assert sleeps == [0.5] * 4
 
 
 def test_supernode_preflight_refuses_unusable_data(tmp_path: Path,

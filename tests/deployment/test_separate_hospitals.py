@@ -170,8 +170,8 @@ class Federation:
         assert proc.returncode == 0, proc.stderr
         return int(proc.stdout.strip())
 
-    def finish(self, run_id: int, run_dir: Path) -> str:
-        return flwr_cli.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT, run_dir=run_dir)
+    def finish(self, run_id: int) -> str:
+        return flwr_cli.wait_for_run(run_id, CONNECTION, self.env, RUN_TIMEOUT)
 
 
 def _add_hospital(fed: Federation, name: str, ecg: Path, ca_cert: Path,
@@ -298,7 +298,7 @@ def test_secure_aggregation_over_the_tls_deployment(federation: Federation) -> N
     run_dir = fed.root / "runs" / "secure"
     run_id = fed.submit(fed.root / "project", run_dir,
                         **{"num-server-rounds": 1, "secure-aggregation": True})
-    status = fed.finish(run_id, run_dir)
+    status = fed.finish(run_id)
     assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
     (round1,) = [r for r in _rounds(run_dir) if r["round"] == 1]
     assert sorted(c["site"] for c in round1["clients"]) == list(SITES)
@@ -317,9 +317,8 @@ def test_a_modified_app_is_refused_at_both_sites_and_never_runs(
     mark = fed.shared / "marks"
     with (modified / "client" / "app.py").open("a") as f:  # one line that leaves a mark
         f.write(f"Path('{mark}', f'ran-as-{{os.getuid()}}').touch()\nimport os\n")
-    run_dir = fed.root / "runs" / "modified"
-    run_id = fed.submit(modified, run_dir, **{"num-server-rounds": 1})
-    status = fed.finish(run_id, run_dir)
+    run_id = fed.submit(modified, fed.root / "runs" / "modified", **{"num-server-rounds": 1})
+    status = fed.finish(run_id)
     assert status.startswith("finished:") and status != flwr_cli.FINISHED_OK
     follow = fed.aclecg("deploy", "follow", str(run_id), "--connection", CONNECTION)
     assert follow.returncode == 1
@@ -362,7 +361,7 @@ def test_a_killed_site_rejoins_and_the_hospitals_write_only_their_own_folders(
         assert time.monotonic() < deadline, "site2 stays online after it was killed"
         time.sleep(1)
     fed.start_node(site2, tag="-restarted")
-    status = fed.finish(run_id, run_dir)
+    status = fed.finish(run_id)
     assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, fed.env)
     rounds = _rounds(run_dir)
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
