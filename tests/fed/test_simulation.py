@@ -191,10 +191,11 @@ def test_compare_pooled_trains_the_same_samples_and_reports_the_difference(
     assert "## Federated vs pooled" in (run_dir / "report.md").read_text()
     assert main(["compare-pooled", str(tmp_path / "nothing")]) == 1
     assert "nothing/config.json: cannot be read" in capsys.readouterr().err
-    # a run folder whose sites did not train on its config's cohort (as a deployment's)
-    config = json.loads((run_dir / "config.json").read_text())
-    config["cohort"]["records-per-site"] = 9
-    (run_dir / "config.json").write_text(json.dumps(config))
+    # a run whose sites reported other windows than its config's cohort (as a deployment's)
+    sidecar = run_dir / "checkpoints" / "final.json"
+    meta = json.loads(sidecar.read_text())
+    meta["corpus"]["windows"] += 1
+    sidecar.write_text(json.dumps(meta))
     assert main(["compare-pooled", str(run_dir)]) == 1
     assert "compare-pooled needs a simulation of that cohort" in capsys.readouterr().err
 
