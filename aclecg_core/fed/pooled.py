@@ -41,8 +41,6 @@ POOLED_CHECKPOINT = Path("pooled") / "encoder.safetensors"
 def pooled_cohort(cfg: FederationConfig) -> Cohort:
     """Every record the run's simulated sites train on, as one cohort (the partitions of the
     same folders cover every record; preprocessed as the sites preprocess)."""
-    if cfg.cohort.source != "synthetic" and not cfg.cohort.folders():
-        raise ValueError("the run's cohort names no folder: nothing to pool")
     folders, layout = training_folders(cfg)
     return load_folders(cfg, folders, layout, workers=None)
 
