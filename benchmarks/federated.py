@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -37,6 +37,7 @@ from aclecg_core.fed.config import FederationConfig, load_config
 from aclecg_core.fed.partition import partition_by_site
 from aclecg_core.fed.training import initial_model, train_instructions, train_site
 from aclecg_core.method.model import AclEcgModel
+from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import ROOT
 from server.replies import arrays_of
 from server.strategy import build_strategy
@@ -99,6 +100,53 @@ def corpus_sites(corpus: Cohort, min_records: int) -> tuple[list[str], list[Coho
         names = [n for n, s in zip(names, small, strict=True) if not s] + ["pooled small sites"]
         masks = [m for m, s in zip(masks, small, strict=True) if not s] + [pooled]
     return names, [corpus.select_records(m) for m in masks]
+
+
+def site_batches(corpus: Cohort, min_records: int, batch_size: int, seed: int,
+                 epoch: int, by_site: bool = True) -> list[np.ndarray]:
+    """One epoch's batches of window indices of ``corpus`` where every batch holds the windows
+    of one site (:func:`corpus_sites`): each site's windows in a seeded order, cut into batches
+    of ``batch_size`` (a site's last one shorter), the batches of all sites in a seeded order.
+    ``by_site=False``: the whole corpus as one site (mixed batches; the control)."""
+    _, masks = partition_by_site(corpus.records)
+    small = [m.sum() < min_records for m in masks]
+    if not by_site:
+        masks = [np.ones(len(corpus.records), dtype=bool)]
+    elif sum(small) > 1:
+        masks = [m for m, s in zip(masks, small, strict=True) if not s] + [
+            np.any([m for m, s in zip(masks, small, strict=True) if s], axis=0)]
+    rng = np.random.default_rng([seed, epoch])
+    batches = []
+    for mask in masks:
+        windows = rng.permutation(np.flatnonzero(mask[corpus.window_record]))
+        batches += [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def site_batch_pretrain(model: AclEcgModel, corpus: Cohort, cfg: PretrainConfig,
+                        min_records: int, by_site: bool = True) -> dict[str, Any]:
+    """Pooled ACL-ECG pretraining (a diagnostic, issue 21) whose batches each hold one site's
+    windows, as a federated site's do: ``cfg.epochs`` epochs of :func:`site_batches`, one
+    continuous AdamW (its state handed from batch to batch), augmentations seeded per step.
+    ``by_site=False``: the same loop over mixed batches (the control)."""
+    state, losses, start, step = None, [], time.perf_counter(), 0
+    for epoch in range(cfg.epochs):
+        epoch_losses = []
+        for windows in site_batches(corpus, min_records, cfg.batch_size, cfg.seed, epoch,
+                                    by_site):
+            step += 1
+            batch = Cohort(corpus.signals[windows], corpus.rpeaks[windows],
+                           corpus.window_record[windows], corpus.records, corpus.fs,
+                           corpus.preprocessing)
+            if len(np.unique(batch.window_record)) < 2:
+                continue  # as pretrain skips a batch of one record
+            result = pretrain(model, batch, replace(cfg, epochs=1, batch_size=len(windows),
+                                                    seed=cfg.seed * 1_000_003 + step),
+                              optimizer_state=state)
+            state = result.optimizer_state
+            epoch_losses.append(result.loss)
+        losses.append(round(float(np.mean(epoch_losses)), 4))
+    return {"seconds": round(time.perf_counter() - start, 1), "losses": losses, "steps": step}
 
 
 class _Nodes:

@@ -36,7 +36,7 @@ from aclecg_core.evaluation.splits import ptbxl_split
 from aclecg_core.method.model import EncoderConfig, build_model
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import CACHE, DATA, RESULTS, finish, metadata, write_json
-from benchmarks.federated import FedSettings, federated_pretrain
+from benchmarks.federated import FedSettings, federated_pretrain, site_batch_pretrain
 from benchmarks.quality import DRAW_SEED, PREPROCESSING, PROBE_PREPROCESSING, REAL, unlabeled
 
 
@@ -104,6 +104,9 @@ VARIANTS = (
     _fed("fed-half", round_parts=2),
     _fed("fed-avgm-m0.5-nova", strategy="fedavgm", server_momentum=0.5, normalize_steps=True),
     _fed("fed-nova", normalize_steps=True),
+    # pooled, but every batch from one site as at a federated site (a diagnostic, issue 21)
+    Variant("acl-30ep-site-batches", "site-batches", pretrain=(("epochs", 30),)),
+    Variant("acl-30ep-mixed-batches", "mixed-batches", pretrain=(("epochs", 30),)),  # control
 )
 
 
@@ -147,6 +150,10 @@ def run(variant: Variant, seed: int, draws: int) -> dict[str, Any]:
         model, fed = federated_pretrain(FedSettings(**options), epochs, seed, parts.corpus,
                                         encoder=dict(variant.encoder)["size"])
         info = {k: fed[k] for k in ("seconds", "losses", "rounds", "settings", "site_failures")}
+    elif variant.method in ("site-batches", "mixed-batches"):
+        cfg = PretrainConfig(method="acl", batch_size=64, seed=seed, **dict(variant.pretrain))
+        info = site_batch_pretrain(model, parts.corpus, cfg, FedSettings().min_site_records,
+                                   by_site=variant.method == "site-batches")
     elif variant.method != "random":
         cfg = PretrainConfig(method=variant.method, batch_size=64, seed=seed,
                              **dict(variant.pretrain))
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     by_name = {v.name: v for v in VARIANTS}
     chosen = [by_name[n] for n in args.only.split(",")] if args.only else [
-        v for v in VARIANTS if v.method != "federated"]  # the federated ones by name only
+        v for v in VARIANTS if v.method in ("acl", "simclr", "random")]  # the others by name
     jobs = [(v, s) for s in range(args.first_seed, args.first_seed + args.seeds) for v in chosen]
     header = {**metadata("tune", argv), "seeds": args.seeds, "draws": args.draws}
     started, rows = time.perf_counter(), []

@@ -51,7 +51,8 @@ class Variant:
 
 
 def _lr(lr: float, **options: Any) -> Variant:
-    extra = "".join(f"-{k.split('_')[0]}{v:g}" for k, v in options.items())
+    extra = "".join(f"-{k.split('_')[0]}{v:g}" if isinstance(v, float | int) else f"-{k}-{v}"
+                    for k, v in options.items())
     return Variant(f"lr{lr:g}{extra}", (("lr", lr), *options.items()))
 
 
@@ -61,6 +62,12 @@ VARIANTS = {
                 _lr(1e-3, probe_epochs=10)),
     "supervised@100%": LRS,
     "supervised@10%": LRS,
+}
+# augmented fine-tuning (a view per batch), on top of each arm's recipe chosen above
+AUGMENTED = {
+    "acl@10%": tuple(_lr(1e-3, probe_epochs=10, augment=a) for a in ("acl", "simclr")),
+    "supervised@100%": tuple(_lr(3e-3, augment=a) for a in ("acl", "simclr")),
+    "supervised@10%": tuple(_lr(3e-3, augment=a) for a in ("acl", "simclr")),
 }
 
 
@@ -152,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated arms")
+    parser.add_argument("--augmented", action="store_true",
+                        help="the augmented variants (AUGMENTED) instead of VARIANTS")
     parser.add_argument("--out", type=Path, default=RESULTS / "tune-finetune.json")
     args = parser.parse_args(argv)
     arms = [a for a in ARMS if not args.only or a in args.only.split(",")]
@@ -164,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         if any(ARMS[a][0] == "acl" for a in arms):
             pretrains = [f.result() for f in [pool.submit(pretrained, s) for s in seeds]]
             print(f"[tune-finetune] pretrained {pretrains}", flush=True)
-        futures = [pool.submit(run, a, v, s) for a in arms for v in VARIANTS[a] for s in seeds]
+        variants = AUGMENTED if args.augmented else VARIANTS
+        futures = [pool.submit(run, a, v, s) for a in arms for v in variants[a] for s in seeds]
         for future in futures:
             row = future.result()
             rows.append(row)

@@ -19,11 +19,13 @@ from torch import Tensor, nn
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.evaluation.metrics import EvalResult, evaluable, evaluate
 from aclecg_core.evaluation.probe import aggregate_by_record, label_fraction_mask, record_labels
+from aclecg_core.method.augment import VIEW_KINDS, ViewPipeline
 from aclecg_core.method.device import AMP_MODES, autocast, pick_device
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.settings import Settings, from_dict, one_of
 
 LR_GRID = (3e-4, 1e-3, 3e-3)  # the learning rates benchmarks/tune_finetune.py tried on fold 9
+FINETUNE_AUGMENTS = ("none", *VIEW_KINDS)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class FinetuneConfig(Settings):
 
     ``encoder_lr_scale`` multiplies the encoder's learning rate (the head keeps ``lr``);
     ``probe_epochs`` > 0 trains the head alone (encoder frozen) for that many epochs before the
-    whole model (linear-probe-then-fine-tune), with no early stop before they end."""
+    whole model (linear-probe-then-fine-tune), with no early stop before they end.
+    ``augment``: each training batch is replaced by one random view of it (``acl``: the
+    physiology-aware views of pretraining; ``simclr``: SimCLR's), or used as is (``none``)."""
 
     WHAT = "finetune"
 
@@ -42,6 +46,7 @@ class FinetuneConfig(Settings):
     lr: PositiveFloat = 1e-3
     encoder_lr_scale: PositiveFloat = 1.0
     probe_epochs: NonNegativeInt = 0
+    augment: Annotated[str, one_of(FINETUNE_AUGMENTS)] = "none"
     weight_decay: NonNegativeFloat = 1e-4
     patience: PositiveInt = 5
     seed: int = 0
@@ -130,6 +135,8 @@ def _fit(model: AclEcgModel, subset: Cohort, val: Cohort, classes: list[str],
     if len(val_columns) == 0:
         raise ValueError("no class has both positives and negatives in the validation set")
     generator = torch.Generator().manual_seed(cfg.seed)
+    aug_generator = torch.Generator().manual_seed(cfg.seed + 1)
+    views = None if cfg.augment == "none" else ViewPipeline(method=cfg.augment)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         clf = _Classifier(model, len(classes)).to(device)
@@ -139,6 +146,7 @@ def _fit(model: AclEcgModel, subset: Cohort, val: Cohort, classes: list[str],
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     signals = torch.from_numpy(np.ascontiguousarray(subset.signals, dtype=np.float32))
+    rpeaks = torch.from_numpy(np.ascontiguousarray(subset.rpeaks)).long()
     labels = torch.from_numpy(subset.label_matrix(classes).astype(np.float32))
     best_auroc, best_epoch, best_state = -1.0, 0, copy.deepcopy(clf.state_dict())
     history: list[float] = []
@@ -148,8 +156,11 @@ def _fit(model: AclEcgModel, subset: Cohort, val: Cohort, classes: list[str],
         order = torch.randperm(len(subset), generator=generator)
         for begin in range(0, len(order), cfg.batch_size):
             idx = order[begin : begin + cfg.batch_size]
+            x = signals[idx]
+            if views is not None:
+                x = views.view(x, rpeaks[idx], subset.fs, aug_generator)
             with autocast(device, cfg.amp):
-                logits = clf(signals[idx].to(device))
+                logits = clf(x.to(device))
             loss = loss_fn(logits.float(), labels[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

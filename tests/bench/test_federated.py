@@ -131,3 +131,44 @@ def test_the_shared_optimizer_state_is_the_example_weighted_mean() -> None:
     out = mean_state([(a, 10), (b, 30)])
     assert float(out["step"]) == pytest.approx(10.5) and out["step"].shape == ()
     assert out["exp_avg/w"].tolist() == pytest.approx([0.25, 0.25])
+
+
+def test_site_batches_hold_one_site_and_cover_the_epoch() -> None:
+    from benchmarks.federated import site_batches
+
+    cohort = _cohort({"a": 10, "b": 3, "c": 2, "d": 7})
+    site_of = np.array([r.site for r in cohort.records])[cohort.window_record]
+    site_of = np.where(np.isin(site_of, ["b", "c"]), "small", site_of)  # pooled: under 4
+    for by_site in (True, False):
+        batches = site_batches(cohort, 4, 3, seed=0, epoch=0, by_site=by_site)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(len(cohort)))
+        assert all(len(b) <= 3 for b in batches)
+        one_site = [len(set(site_of[b])) == 1 for b in batches]
+        assert all(one_site) if by_site else not all(one_site)
+    again = site_batches(cohort, 4, 3, seed=0, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(again, site_batches(cohort, 4, 3, 0, 0),
+                                                    strict=True))
+    later = site_batches(cohort, 4, 3, seed=0, epoch=1)
+    assert any(not np.array_equal(a, b) for a, b in zip(again, later, strict=False))
+
+
+def test_site_batch_pretraining_continues_one_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.federated as federated
+    from aclecg_core.method.model import EncoderConfig, build_model
+    from aclecg_core.method.pretrain import PretrainConfig, pretrain
+
+    calls: list[tuple[int, bool, int]] = []
+
+    def spy(model, cohort, cfg, optimizer_state=None):  # type: ignore[no-untyped-def]
+        result = pretrain(model, cohort, cfg, optimizer_state=optimizer_state)
+        calls.append((len(cohort), optimizer_state is None, cfg.seed))
+        return result
+
+    monkeypatch.setattr(federated, "pretrain", spy)
+    cohort = _cohort({"a": 8, "b": 5})
+    info = federated.site_batch_pretrain(build_model(EncoderConfig(size="tiny"), seed=0), cohort,
+                                         PretrainConfig(epochs=2, batch_size=4), min_records=1)
+    assert [n for n, _, _ in calls] == [4] * 6  # b's one-window batch skipped in each epoch
+    assert [fresh for _, fresh, _ in calls] == [True] + [False] * (len(calls) - 1)
+    assert len({seed for _, _, seed in calls}) == len(calls)  # augmentations differ per step
+    assert len(info["losses"]) == 2 and info["steps"] == 8

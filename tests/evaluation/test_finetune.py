@@ -120,3 +120,38 @@ def test_lr_search_keeps_and_scores_the_best_validation_run() -> None:
     assert alone.val_auroc_by_lr == {f"{result.lr:g}": alone.best_val_auroc}
     assert alone.val_history == result.val_history
     assert alone.test.macro_auroc == result.test.macro_auroc
+
+
+@pytest.mark.parametrize("augment", ["acl", "simclr"])
+def test_augment_trains_on_seeded_views_and_scores_the_records(augment: str) -> None:
+    labels = [("A",), ("B",)] * 20
+    train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
+    original = train.signals.copy()
+    cfg = FinetuneConfig(epochs=2, batch_size=8, lr=3e-3, patience=5, n_bootstrap=0,
+                         augment=augment)
+    runs = []
+    for _ in range(2):
+        model = build_model(EncoderConfig(size="tiny"), seed=0)
+        seen: list[torch.Tensor] = []
+        forward = model.encoder.forward
+
+        def spy(x: torch.Tensor, forward=forward, seen=seen):  # type: ignore[no-untyped-def]
+            seen.append(x.detach().clone())
+            return forward(x)
+
+        model.encoder.forward = spy  # type: ignore[method-assign]
+        runs.append((finetune(model, train, val, test, ["A", "B"], 0.5, cfg), seen))
+    (first, inputs), (again, inputs_again) = runs
+    training = [x for x in inputs if len(x) <= 8]  # batches of 8; scoring passes all 16 records
+    assert training and all(x.shape[1:] == (12, 100) for x in training)
+    originals = {tuple(np.round(r, 5)) for r in train.signals.reshape(40, -1)}
+    batches = [x.reshape(len(x), -1).numpy() for x in training]
+    assert any(tuple(np.round(r, 5)) not in originals for b in batches for r in b)
+    scored = [x for x in inputs if len(x) == 16]
+    assert scored and all(any(torch.equal(x, torch.from_numpy(c.signals)) for c in (val, test))
+                          for x in scored)  # validation and test records are never augmented
+    assert np.array_equal(train.signals, original)
+    assert first.val_history == again.val_history
+    assert all(torch.equal(a, b) for a, b in zip(inputs, inputs_again, strict=True))
+    with pytest.raises(SettingsError, match="augment"):
+        FinetuneConfig(augment="mixup")
