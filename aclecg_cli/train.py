@@ -76,6 +76,9 @@ def register(subparsers: Any) -> None:
                            help="train the head alone (encoder frozen) this many epochs first "
                                 f"(default: {PRETRAINED_PROBE_EPOCHS} for a pretrained "
                                 "checkpoint when --epochs is larger, else 0)")
+            q.add_argument("--augment", choices=("none", "acl", "simclr"), default="none",
+                           help="train on one random view of each batch: the physiology-aware "
+                                "views of pretraining (acl) or SimCLR's (simclr)")
         else:
             q.add_argument("--fraction", type=float, default=1.0,
                            help="share of the training records whose labels the probe uses "
@@ -299,13 +302,14 @@ def run_finetune(args: argparse.Namespace) -> int:
         args.probe_epochs = PRETRAINED_PROBE_EPOCHS if pretrained else 0
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed,
                          encoder_lr_scale=args.encoder_lr_scale, probe_epochs=args.probe_epochs,
+                         augment=args.augment,
                          **({} if auto else {"lr": args.lr}))
     result = finetune(model, train, val, test, classes, args.fraction, cfg,
                       pick_device(args.device), lrs=LR_GRID if auto else ())
     out = result.to_dict()
     _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
             "classes": classes, "fraction": args.fraction, "lr": out["lr"],
-            "probe_epochs": args.probe_epochs,
+            "probe_epochs": args.probe_epochs, "augment": args.augment,
             "val_auroc_by_lr": out["val_auroc_by_lr"], "best_epoch": out["best_epoch"],
             "n_train_records": out["n_train_records"], "metrics": out["test"]}, args.json,
            f"finetune {args.checkpoint} ({args.fraction:.0%} labels, lr {out['lr']:g})")

@@ -8,11 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from aclecg_cli.main import main
 from aclecg_cli.train import PRETRAINED_PROBE_EPOCHS
+from aclecg_core.method.augment import ViewPipeline
 
 CODE15_RECORDS = ("1000001", "1000010", "100003", "1000049", "1000072", "1000078")
 
@@ -116,8 +119,8 @@ def test_probe_and_finetune(folders: dict[str, Path], capsys: pytest.CaptureFixt
            "no record carries")
 
 
-def test_finetune_learning_rate(folders: dict[str, Path],
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_finetune_learning_rate(folders: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
     """``--lr`` takes a number or ``auto`` (the best of the grid on the validation split);
     ``--probe-epochs`` defaults to a probe phase for pretrained checkpoints trained longer
     than it."""
@@ -126,10 +129,24 @@ def test_finetune_learning_rate(folders: dict[str, Path],
     with pytest.raises(SystemExit) as stop:
         main([*args, "--lr", "fast"])
     assert stop.value.code == 2 and "not a number nor 'auto': 'fast'" in capsys.readouterr().err
+    views: list[str] = []
+    view = ViewPipeline.view
+
+    def spy(self: ViewPipeline, *a: Any) -> torch.Tensor:
+        views.append(self.method)
+        return view(self, *a)
+
+    monkeypatch.setattr(ViewPipeline, "view", spy)
     assert main([*args, "--lr", "2e-3", "--probe-epochs", "0"]) == 0
     fixed = json.loads(capsys.readouterr().out)
     assert fixed["lr"] == 2e-3 and list(fixed["val_auroc_by_lr"]) == ["0.002"]
-    assert fixed["probe_epochs"] == 0
+    assert fixed["probe_epochs"] == 0 and fixed["augment"] == "none" and not views
+    assert main([*args, "--lr", "2e-3", "--probe-epochs", "0", "--augment", "acl"]) == 0
+    assert json.loads(capsys.readouterr().out)["augment"] == "acl"
+    assert views and set(views) == {"acl"}  # the training batches; none without --augment
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--augment", "mixup"])
+    assert stop.value.code == 2 and "invalid choice: 'mixup'" in capsys.readouterr().err
     assert main(["finetune", "random", *args[2:], "--lr", "2e-3"]) == 0
     assert json.loads(capsys.readouterr().out)["probe_epochs"] == 0  # random: no probe phase
     assert main(args) == 0  # auto lr by default; 1 epoch: too few for a probe phase
