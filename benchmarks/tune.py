@@ -102,6 +102,7 @@ VARIANTS = (
     _fed("fed-sharedopt", share_optimizer_state=True),
     _fed("fed-avgm-m0.5-half", strategy="fedavgm", server_momentum=0.5, round_parts=2),
     _fed("fed-half", round_parts=2),
+    _fed("fed-avgm-m0.5-quarter", strategy="fedavgm", server_momentum=0.5, round_parts=4),
     _fed("fed-avgm-m0.5-nova", strategy="fedavgm", server_momentum=0.5, normalize_steps=True),
     _fed("fed-nova", normalize_steps=True),
     # pooled, but every batch from one site as at a federated site (a diagnostic, issue 21)
