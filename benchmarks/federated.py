@@ -124,14 +124,18 @@ def site_batches(corpus: Cohort, min_records: int, batch_size: int, seed: int,
 
 
 def site_batch_pretrain(model: AclEcgModel, corpus: Cohort, cfg: PretrainConfig,
-                        min_records: int, by_site: bool = True) -> dict[str, Any]:
+                        min_records: int, by_site: bool = True,
+                        fresh_optimizer: bool = False) -> dict[str, Any]:
     """Pooled ACL-ECG pretraining (a diagnostic, issue 21) whose batches each hold one site's
     windows, as a federated site's do: ``cfg.epochs`` epochs of :func:`site_batches`, one
     continuous AdamW (its state handed from batch to batch), augmentations seeded per step.
-    ``by_site=False``: the same loop over mixed batches (the control)."""
+    ``by_site=False``: the same loop over mixed batches (the control). ``fresh_optimizer``:
+    AdamW starts afresh every epoch, as a federated site's does every round."""
     state, losses, start, step = None, [], time.perf_counter(), 0
     for epoch in range(cfg.epochs):
         epoch_losses = []
+        if fresh_optimizer:
+            state = None
         for windows in site_batches(corpus, min_records, cfg.batch_size, cfg.seed, epoch,
                                     by_site):
             step += 1

@@ -108,6 +108,9 @@ VARIANTS = (
     # pooled, but every batch from one site as at a federated site (a diagnostic, issue 21)
     Variant("acl-30ep-site-batches", "site-batches", pretrain=(("epochs", 30),)),
     Variant("acl-30ep-mixed-batches", "mixed-batches", pretrain=(("epochs", 30),)),  # control
+    # ... and with AdamW restarted every epoch, as at a site every round
+    Variant("acl-30ep-site-batches-fresh-opt", "site-batches-fresh-opt",
+            pretrain=(("epochs", 30),)),
 )
 
 
@@ -151,10 +154,11 @@ def run(variant: Variant, seed: int, draws: int) -> dict[str, Any]:
         model, fed = federated_pretrain(FedSettings(**options), epochs, seed, parts.corpus,
                                         encoder=dict(variant.encoder)["size"])
         info = {k: fed[k] for k in ("seconds", "losses", "rounds", "settings", "site_failures")}
-    elif variant.method in ("site-batches", "mixed-batches"):
+    elif variant.method.endswith("-batches") or variant.method.endswith("-fresh-opt"):
         cfg = PretrainConfig(method="acl", batch_size=64, seed=seed, **dict(variant.pretrain))
         info = site_batch_pretrain(model, parts.corpus, cfg, FedSettings().min_site_records,
-                                   by_site=variant.method == "site-batches")
+                                   by_site=variant.method.startswith("site-batches"),
+                                   fresh_optimizer=variant.method.endswith("-fresh-opt"))
     elif variant.method != "random":
         cfg = PretrainConfig(method=variant.method, batch_size=64, seed=seed,
                              **dict(variant.pretrain))

@@ -172,3 +172,8 @@ def test_site_batch_pretraining_continues_one_optimizer(monkeypatch: pytest.Monk
     assert [fresh for _, fresh, _ in calls] == [True] + [False] * (len(calls) - 1)
     assert len({seed for _, _, seed in calls}) == len(calls)  # augmentations differ per step
     assert len(info["losses"]) == 2 and info["steps"] == 8
+    calls.clear()
+    federated.site_batch_pretrain(build_model(EncoderConfig(size="tiny"), seed=0), cohort,
+                                  PretrainConfig(epochs=2, batch_size=4), min_records=1,
+                                  fresh_optimizer=True)
+    assert [fresh for _, fresh, _ in calls] == [True, False, False] * 2  # AdamW anew each epoch
