@@ -65,6 +65,7 @@ class FedSettings:
     share_optimizer_state: bool = False  # every site starts from the sites' mean AdamW state
     round_parts: int = 1  # a local epoch spread over this many rounds (disjoint record parts)
     normalize_steps: bool = False  # FedNova: each site's update divided by its local steps
+    cyclic: bool = False  # cyclic weight transfer: the sites train one after another, no averaging
 
     def rounds(self, epochs: int) -> int:
         if epochs % self.local_epochs:
@@ -225,11 +226,42 @@ def _flower_warnings_only() -> Iterator[None]:
         flwr_logger.setLevel(level)
 
 
+def cyclic_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
+                    encoder: str = "tiny", device: str = "cpu"
+                    ) -> tuple[AclEcgModel, dict[str, Any]]:
+    """Cyclic weight transfer (Chang et al., JAMIA 2018; a prototype, issue 21): each round the
+    model visits every site once, in a seeded order, each site's local training
+    (:func:`train_site`, a fresh AdamW) starting from the previous site's weights; the last
+    site's weights are the round's model. Only weights travel, but nothing is averaged."""
+    cfg = run_config(s, encoder, epochs, seed, device)
+    names, sites = corpus_sites(corpus, s.min_site_records)
+    model = initial_model(cfg)
+    arrays = to_numpy(model.state_dict())
+    rng = np.random.default_rng([seed, 2018])
+    start, losses = time.perf_counter(), []
+    for server_round in range(1, cfg.run.num_server_rounds + 1):
+        ins = train_instructions(cfg, server_round=server_round)
+        round_losses = []
+        for index in rng.permutation(len(sites)):
+            update = train_site(ins, sites[index], arrays, int(index) + 1, device=device)
+            arrays = {**arrays, **update.arrays}
+            round_losses.append(update.report.loss)
+        losses.append(round(float(np.mean(round_losses)), 4))
+    model.load_state_dict(to_torch(arrays))
+    return model, {"seconds": round(time.perf_counter() - start, 1),
+                   "samples_seen": epochs * len(corpus), "windows": len(corpus),
+                   "epochs": epochs, "rounds": cfg.run.num_server_rounds, "settings": asdict(s),
+                   "losses": losses, "site_failures": 0,
+                   "sites": {n: len(c.records) for n, c in zip(names, sites, strict=True)}}
+
+
 def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
                        encoder: str = "tiny", device: str = "cpu"
                        ) -> tuple[AclEcgModel, dict[str, Any]]:
     """Federated ACL-ECG pretraining of ``corpus`` by its sites under ``s``; the global model
     (aggregated keys) plus, for keys kept at the sites, the initial values."""
+    if s.cyclic:
+        return cyclic_pretrain(s, epochs, seed, corpus, encoder, device)
     cfg = run_config(s, encoder, epochs, seed, device)
     if TaskIdentity._run_id is None:  # set by a Flower runtime; messages need it (this process)
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0

@@ -177,3 +177,31 @@ def test_site_batch_pretraining_continues_one_optimizer(monkeypatch: pytest.Monk
                                   PretrainConfig(epochs=2, batch_size=4), min_records=1,
                                   fresh_optimizer=True)
     assert [fresh for _, fresh, _ in calls] == [True, False, False] * 2  # AdamW anew each epoch
+
+
+def test_cyclic_weight_transfer_chains_the_sites(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round visits every site once; each site starts from the previous one's weights."""
+    import benchmarks.federated as federated
+
+    visits: list[tuple[int, int, float]] = []  # (round, site, first weight it started from)
+    train = federated.train_site
+
+    def spy(ins, cohort, arrays, site, **kw):  # type: ignore[no-untyped-def]
+        update = train(ins, cohort, arrays, site, **kw)
+        first = next(iter(arrays))
+        visits.append((ins.round, site, float(arrays[first].ravel()[0])))
+        visits.append((ins.round, -site, float(update.arrays[first].ravel()[0])))
+        return update
+
+    monkeypatch.setattr(federated, "train_site", spy)
+    cohort = _cohort({"a": 6, "b": 5, "c": 4})
+    s = FedSettings(cyclic=True, batch_size=4, min_site_records=1)
+    model, info = federated.federated_pretrain(s, 2, 0, cohort)
+    starts = [v for v in visits if v[1] > 0]
+    assert [r for r, _, _ in starts] == [1, 1, 1, 2, 2, 2]
+    assert all(sorted(site for r, site, _ in starts if r == k) == [1, 2, 3] for k in (1, 2))
+    ends = [v for v in visits if v[1] < 0]
+    assert all(nxt[2] == end[2] for end, nxt in zip(ends, starts[1:], strict=False))
+    first = next(iter(model.state_dict()))
+    assert float(model.state_dict()[first].ravel()[0]) == pytest.approx(ends[-1][2])
+    assert info["rounds"] == 2 and len(info["losses"]) == 2
