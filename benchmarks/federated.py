@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore.task_identity import TaskIdentity
@@ -39,6 +47,7 @@ from aclecg_core.fed.training import initial_model, train_instructions, train_si
 from aclecg_core.method.model import AclEcgModel
 from aclecg_core.method.pretrain import PretrainConfig, pretrain
 from benchmarks.common import ROOT
+from server.cyclic import CyclicStrategy
 from server.replies import arrays_of
 from server.strategy import build_strategy
 
@@ -50,7 +59,7 @@ class FedSettings:
     ``local_epochs`` must divide the pooled epochs: rounds = epochs / local_epochs.
     """
 
-    strategy: str = "fedavg"  # fedavg, fedavgm, fedadam, fedprox (server/strategy.py)
+    strategy: str = "fedavg"  # fedavg, fedavgm, fedadam, fedprox, cyclic (server/strategy.py)
     server_lr: float = 1.0  # fedavgm
     server_momentum: float = 0.0  # fedavgm
     server_eta: float = 0.01  # fedadam
@@ -65,7 +74,6 @@ class FedSettings:
     share_optimizer_state: bool = False  # every site starts from the sites' mean AdamW state
     round_parts: int = 1  # a local epoch spread over this many rounds (disjoint record parts)
     normalize_steps: bool = False  # FedNova: each site's update divided by its local steps
-    cyclic: bool = False  # cyclic weight transfer: the sites train one after another, no averaging
 
     def rounds(self, epochs: int) -> int:
         if epochs % self.local_epochs:
@@ -75,7 +83,7 @@ class FedSettings:
         return epochs // self.local_epochs * self.round_parts
 
 
-CHOSEN = FedSettings(strategy="fedavgm", server_momentum=0.5)  # chosen on fold 9 (tune.py)
+CHOSEN = FedSettings(strategy="cyclic")  # chosen on fold 9 (tune.py; FedAvgM 0.5 before)
 
 
 def run_config(s: FedSettings, encoder: str, epochs: int, seed: int,
@@ -226,32 +234,81 @@ def _flower_warnings_only() -> Iterator[None]:
         flwr_logger.setLevel(level)
 
 
+def _task_identity() -> None:
+    """Messages need a task identity, which a Flower runtime sets: this process's own."""
+    if TaskIdentity._run_id is None:
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+class _SiteGrid:
+    """The grid of :func:`cyclic_pretrain`: nodes 1..n are ``sites``; ``send_and_receive``
+    trains each message's site in this process as the ClientApp would and answers with its
+    arrays and metrics (a diverged site: an error reply)."""
+
+    def __init__(self, sites: list[Cohort], device: str) -> None:
+        self.sites, self.device, self.losses = sites, device, cast(list[float], [])
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(1, len(self.sites) + 1))
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> list[Message]:
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            ins = protocol.TrainInstructions.decode(
+                message.content.config_records[protocol.CONFIG])
+            message.metadata.__dict__["_message_id"] = f"r{ins.round}n{node}"  # as pushed
+            try:
+                update = train_site(ins, self.sites[node - 1],
+                                    arrays_of(message.content.array_records[protocol.ARRAYS]),
+                                    node, device=self.device)
+            except ValueError as exc:
+                replies.append(Message(Error(code=1, reason=f"site{node}: {exc}"),
+                                       reply_to=message))
+                continue
+            self.losses.append(update.report.loss)
+            replies.append(Message(RecordDict({
+                protocol.ARRAYS: _record(update.arrays),
+                protocol.METRICS: MetricRecord(dict(update.report.encode()))}),
+                reply_to=message))
+        return replies
+
+
 def cyclic_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
                     encoder: str = "tiny", device: str = "cpu"
                     ) -> tuple[AclEcgModel, dict[str, Any]]:
-    """Cyclic weight transfer (Chang et al., JAMIA 2018; a prototype, issue 21): each round the
-    model visits every site once, in a seeded order, each site's local training
-    (:func:`train_site`, a fresh AdamW) starting from the previous site's weights; the last
-    site's weights are the round's model. Only weights travel, but nothing is averaged."""
+    """``strategy = cyclic`` (cyclic weight transfer): the product's
+    :class:`~server.cyclic.CyclicStrategy` and :class:`~server.cyclic.CyclicGrid` over a grid
+    whose sites train in this process; each round the model visits every site once, each
+    site's local training (:func:`train_site`) starting from the previous site's weights."""
     cfg = run_config(s, encoder, epochs, seed, device)
+    _task_identity()
     names, sites = corpus_sites(corpus, s.min_site_records)
     model = initial_model(cfg)
-    arrays = to_numpy(model.state_dict())
-    rng = np.random.default_rng([seed, 2018])
-    start, losses = time.perf_counter(), []
-    for server_round in range(1, cfg.run.num_server_rounds + 1):
-        ins = train_instructions(cfg, server_round=server_round)
-        round_losses = []
-        for index in rng.permutation(len(sites)):
-            update = train_site(ins, sites[index], arrays, int(index) + 1, device=device)
-            arrays = {**arrays, **update.arrays}
-            round_losses.append(update.report.loss)
-        losses.append(round(float(np.mean(round_losses)), 4))
-    model.load_state_dict(to_torch(arrays))
+    global_arrays = select_keys(to_numpy(model.state_dict()), cfg.run.aggregate)
+    strategy = build_strategy(cfg, global_arrays, lambda *_: None)
+    grid = _SiteGrid(sites, device)
+    chain = cast(CyclicStrategy, strategy.inner).chain(cast(Grid, grid), strategy.accepts)
+    config = ConfigRecord(cast(dict[str, Any], train_instructions(cfg).encode()))
+    start, losses, failures = time.perf_counter(), [], 0
+    with _flower_warnings_only():
+        for server_round in range(1, cfg.run.num_server_rounds + 1):
+            grid.losses = []
+            sent = list(strategy.configure_train(server_round, _record(global_arrays), config,
+                                                 cast(Grid, grid)))
+            replies = list(chain.send_and_receive(sent))
+            failures += sum(r.has_error() for r in replies)
+            arrays, _ = strategy.aggregate_train(server_round, replies)
+            if arrays is None:
+                raise RuntimeError(f"round {server_round}: no site update was accepted")
+            global_arrays = arrays_of(arrays)
+            losses.append(round(float(np.mean(grid.losses)), 4))
+    model.load_state_dict(to_torch(global_arrays), strict=False)
     return model, {"seconds": round(time.perf_counter() - start, 1),
                    "samples_seen": epochs * len(corpus), "windows": len(corpus),
                    "epochs": epochs, "rounds": cfg.run.num_server_rounds, "settings": asdict(s),
-                   "losses": losses, "site_failures": 0,
+                   "losses": losses, "site_failures": failures,
                    "sites": {n: len(c.records) for n, c in zip(names, sites, strict=True)}}
 
 
@@ -260,11 +317,10 @@ def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
                        ) -> tuple[AclEcgModel, dict[str, Any]]:
     """Federated ACL-ECG pretraining of ``corpus`` by its sites under ``s``; the global model
     (aggregated keys) plus, for keys kept at the sites, the initial values."""
-    if s.cyclic:
+    if s.strategy == "cyclic":
         return cyclic_pretrain(s, epochs, seed, corpus, encoder, device)
     cfg = run_config(s, encoder, epochs, seed, device)
-    if TaskIdentity._run_id is None:  # set by a Flower runtime; messages need it (this process)
-        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    _task_identity()
     with _flower_warnings_only():  # no per-round sampling lines
         names, sites = corpus_sites(corpus, s.min_site_records)
         model = initial_model(cfg)

@@ -105,7 +105,9 @@ VARIANTS = (
     _fed("fed-avgm-m0.5-quarter", strategy="fedavgm", server_momentum=0.5, round_parts=4),
     # momentum 0.9 at server lr 0.2: m 0.5's steady-state step (lr / (1 - m) = 2), smoother
     _fed("fed-avgm-lr0.2-m0.9", strategy="fedavgm", server_lr=0.2, server_momentum=0.9),
-    _fed("fed-cyclic", cyclic=True),  # cyclic weight transfer: sequential sites, no averaging
+    # cyclic weight transfer: sequential sites, no averaging (fold 9 ran it as a prototype
+    # with its own seeded visiting order, `tune-federated-cyclic*.json`; now the product's)
+    _fed("fed-cyclic", strategy="cyclic"),
     _fed("fed-avgm-m0.5-nova", strategy="fedavgm", server_momentum=0.5, normalize_steps=True),
     _fed("fed-nova", normalize_steps=True),
     # pooled, but every batch from one site as at a federated site (a diagnostic, issue 21)

@@ -27,9 +27,10 @@ from aclecg_core.fed.rounds import fit_to_federation, settled_node_count
 from aclecg_core.fed.rundir import RunFolder, default_run_dir
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.fed.training import initial_model, train_instructions
+from server.cyclic import CyclicStrategy
 from server.recorder import RoundRecorder
 from server.secagg import SecureAggregationGrid
-from server.strategy import build_strategy
+from server.strategy import RecordingStrategy, build_strategy
 
 APP_DIR = Path(__file__).resolve().parents[1]
 
@@ -64,8 +65,7 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
                 strategy.optimiser.restore(folder.load_server_state(offset), initial, offset)
             try:
                 strategy.start(
-                    grid=SecureAggregationGrid(grid, cfg.run) if cfg.run.secure_aggregation
-                    else grid,
+                    grid=_training_grid(grid, cfg, strategy),
                     initial_arrays=initial,
                     num_rounds=remaining,
                     timeout=cfg.run.round_timeout,
@@ -83,6 +83,15 @@ def run_federation(grid: Grid, cfg: FederationConfig) -> Path:
     _write_evidence(cfg, run_dir, probe)
     _write_report(run_dir)
     return run_dir
+
+
+def _training_grid(grid: Grid, cfg: FederationConfig, strategy: RecordingStrategy) -> Grid:
+    """The grid the rounds run on: secure aggregation's, the cyclic chain's, or ``grid``."""
+    if cfg.run.secure_aggregation:
+        return SecureAggregationGrid(grid, cfg.run)
+    if isinstance(strategy.inner, CyclicStrategy):
+        return strategy.inner.chain(grid, strategy.accepts)
+    return grid
 
 
 def _write_evidence(cfg: FederationConfig, run_dir: Path, probe: ServerProbe) -> None:

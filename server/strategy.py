@@ -28,7 +28,9 @@ from flwr.serverapp.strategy import (
 from aclecg_core.fed.arrays import restore_dtypes
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.console import DropMessages, filtered
+from aclecg_core.fed.protocol import ARRAYS
 from aclecg_core.fed.rounds import aggregate_client_metrics
+from server.cyclic import CyclicStrategy
 from server.dp import DpSettings, wrap_with_dp
 from server.optimiser import GlobalRoundFedAdam, ServerOptimiser
 from server.replies import arrays_of, check_reply, reply_order
@@ -68,6 +70,8 @@ def build_strategy(cfg: FederationConfig, template: Mapping[str, np.ndarray],
         common.update(server_learning_rate=r.server_lr, server_momentum=r.server_momentum)
     elif r.strategy == "fedadam":
         base, common["eta"] = GlobalRoundFedAdam, r.server_eta
+    elif r.strategy == "cyclic":
+        base = CyclicStrategy
     else:
         base = FedAvg
     dp = DpSettings.from_run(cfg.run)
@@ -103,7 +107,8 @@ class RecordingStrategy(Strategy):
     round's replies, errors included, and the nodes that did not answer (before a DP wrapper
     may skip the round), (3) aggregate in a fixed (site) order and (4) give the aggregated
     arrays back the dtypes of ``template``; ``optimiser``: the state of the server optimiser
-    inside ``inner``, if it keeps one."""
+    inside ``inner``, if it keeps one. A reply is checked against the arrays its train message
+    carried (the round's global model; in a cyclic round, the previous site's)."""
 
     def __init__(self, inner: Strategy, template: Mapping[str, np.ndarray],
                  on_replies: RepliesHook, max_update_ratio: float = float("inf"),
@@ -113,6 +118,18 @@ class RecordingStrategy(Strategy):
         self.optimiser = optimiser
         self.sent: list[Message] = []  # this round's train messages (ids set when pushed)
         self.global_arrays: dict[str, np.ndarray] | None = None  # what this round trains from
+
+    def check(self, reply: Message, sent: Message | None = None) -> Message:
+        """``reply``, or the error reply that refuses it (:func:`check_reply`) against the
+        arrays of ``sent``, the train message it answers (None: the round's global arrays)."""
+        record = None if sent is None else sent.content.array_records.get(ARRAYS)
+        reference = self.global_arrays if record is None else arrays_of(record)
+        return check_reply(reply, self.template, reference, self.max_update_ratio,
+                           self.same_dtypes)
+
+    def accepts(self, reply: Message, sent: Message) -> bool:
+        """Whether :meth:`check` takes ``reply`` (a cyclic round chains only such replies)."""
+        return not self.check(reply, sent).has_error()
 
     def server_state(self) -> dict[str, np.ndarray] | None:
         """The server optimiser's state after the last round; None if the strategy keeps none."""
@@ -137,8 +154,9 @@ class RecordingStrategy(Strategy):
                     for m in replies}
         silent = [m.metadata.dst_node_id for m in self.sent
                   if m.metadata.dst_node_id not in answered]
-        checks = (self.template, self.global_arrays, self.max_update_ratio, self.same_dtypes)
-        ordered = sorted((check_reply(m, *checks) for m in replies), key=reply_order)
+        sent = {m.metadata.message_id: m for m in self.sent}
+        ordered = sorted((self.check(m, sent.get(m.metadata.reply_to_message_id))
+                          for m in replies), key=reply_order)
         self.on_replies(server_round, ordered, silent)
         arrays, metrics = self.inner.aggregate_train(server_round, ordered)
         if arrays is not None:

@@ -35,7 +35,7 @@ from aclecg_core.settings import (
     one_of,
 )
 
-STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "cyclic")
 COHORT_SOURCES = ("synthetic", "folder")
 PARTITIONS = ("site", "iid", "dirichlet")
 PROBE_SOURCES = ("synthetic-holdout", "ptbxl", "cinc")
@@ -106,8 +106,9 @@ class RunSettings(Settings):
     def problems(self) -> list[str]:
         """Rules across keys: CLOCS has no views; secure aggregation hides the single updates
         that DP clipping and robust aggregation need; a robust aggregation replaces the server
-        step of fedavg and fedavgm (the default; no server momentum then), not FedProx's or
-        FedAdam's."""
+        step of fedavg and fedavgm (the default; no server momentum then), not FedProx's,
+        FedAdam's or the cyclic chain's; the cyclic chain averages nothing for secure
+        aggregation or DP to act on."""
         out = []
         if self.method == "clocs" and self.views != "auto":
             out.append("key 'views' must be 'auto' with method 'clocs' (CLOCS contrasts "
@@ -124,6 +125,10 @@ class RunSettings(Settings):
             out.append(f"robust-aggregation '{robust}' cannot be combined with secure-aggregation:"
                        " it compares single updates, which secure aggregation hides from the "
                        "server; set robust-aggregation=off or secure-aggregation=false")
+        if self.strategy == "cyclic" and (self.secure_aggregation or self.dp != "off"):
+            out.append("strategy 'cyclic' hands each site's model to the next site: it cannot "
+                       "be combined with secure-aggregation or dp, which act on a sum or mean "
+                       "of the sites' updates")
         if robust != "off" and self.strategy not in ROBUST_STRATEGIES:
             out.append(f"robust-aggregation '{robust}' replaces the server step of fedavg or "
                        f"fedavgm and cannot be combined with strategy '{self.strategy}'; use "

@@ -106,6 +106,10 @@ def aggregation_statement(flat: dict[str, Any] | None) -> str:
         settings = {k: fmt_value(_config_value(flat, k))
                     for k in ("robust-trim-fraction", "robust-byzantine-sites")}
         how = ROBUST_AGGREGATIONS[robust].format_map(settings)
+    elif _config_value(flat, "strategy") == "cyclic":
+        how = ("cyclic weight transfer (strategy cyclic): each round the sites trained one after "
+               "another in a seeded order, each from the previous site's model; the round's "
+               "model is the last site's, nothing averaged")
     else:
         strategy = _config_value(flat, "strategy")
         how = "weighted mean of the sites' models (examples as weights" + (

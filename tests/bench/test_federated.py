@@ -195,7 +195,7 @@ def test_cyclic_weight_transfer_chains_the_sites(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(federated, "train_site", spy)
     cohort = _cohort({"a": 6, "b": 5, "c": 4})
-    s = FedSettings(cyclic=True, batch_size=4, min_site_records=1)
+    s = FedSettings(strategy="cyclic", batch_size=4, min_site_records=1)
     model, info = federated.federated_pretrain(s, 2, 0, cohort)
     starts = [v for v in visits if v[1] > 0]
     assert [r for r, _, _ in starts] == [1, 1, 1, 2, 2, 2]

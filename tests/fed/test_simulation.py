@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from aclecg_cli.main import main
-from aclecg_core.fed.audit import verify_run
+from aclecg_core.fed.arrays import select_keys
+from aclecg_core.fed.audit import array_digest, verify_run
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_core.method.checkpoint import REQUIRED_KEYS, load_checkpoint, load_encoder
@@ -397,3 +398,21 @@ def test_secure_aggregation_ends_with_the_fedavg_model(base: dict[str, Any], ful
     deviation = max(float((secure[k].double() - plain[k].double()).abs().max()) for k in plain)
     assert deviation <= 3 * step + 1e-6, (deviation, step)
     assert verify_run(run_dir).verified
+
+
+def test_a_cyclic_run_ends_with_the_last_sites_model(base: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    """``strategy = cyclic``: every round both sites train, one after the other; each round's
+    checkpoint is the model the round's last site sent (nothing averaged), and the report
+    says how the models were combined."""
+    run_dir = simulate({**base, "strategy": "cyclic", "run-dir": str(tmp_path / "cyclic")})
+    audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    for round_ in (1, 2):
+        entry = next(e for e in audit if e.get("round") == round_)
+        answered = {a["arrays_sha256"] for a in entry["sites_answered"]}
+        assert len(answered) == 2  # both sites, each with its own model
+        state, _ = load_checkpoint(run_dir / "checkpoints" / f"round-{round_:04d}")
+        arrays = select_keys({k: v.numpy() for k, v in state.items()}, "encoder+projectors")
+        assert array_digest(arrays) in answered
+    assert verify_run(run_dir).verified
+    assert "cyclic weight transfer (strategy cyclic)" in (run_dir / "report.md").read_text()

@@ -286,6 +286,10 @@ def test_aggregation_statement_names_the_robust_aggregation_and_the_update_bound
     assert aggregation_statement(momentum) == (
         "weighted mean of the sites' models (examples as weights, strategy fedavgm), then a "
         "server step with momentum (server-lr = 1, server-momentum = 0.5)")
+    cyclic = flatten_config({"run": {"strategy": "cyclic", "robust-aggregation": "off"}})
+    assert aggregation_statement(cyclic).startswith(
+        "cyclic weight transfer (strategy cyclic): each round the sites trained one after "
+        "another in a seeded order, each from the previous site's model")
     assert aggregation_statement(None) == "not recorded (no config.json)"
 
 
