@@ -128,7 +128,7 @@ class RunSettings(Settings):
         if self.strategy == "cyclic" and (self.secure_aggregation or self.dp != "off"):
             out.append("strategy 'cyclic' hands each site's model to the next site: it cannot "
                        "be combined with secure-aggregation or dp, which act on a sum or mean "
-                       "of the sites' updates")
+                       "of the sites' updates; set strategy=fedavgm for them")
         if robust != "off" and self.strategy not in ROBUST_STRATEGIES:
             out.append(f"robust-aggregation '{robust}' replaces the server step of fedavg or "
                        f"fedavgm and cannot be combined with strategy '{self.strategy}'; use "
