@@ -234,6 +234,16 @@ def _flower_warnings_only() -> Iterator[None]:
         flwr_logger.setLevel(level)
 
 
+def _run_info(s: FedSettings, epochs: int, rounds: int, corpus: Cohort,
+              sites: dict[str, Cohort], start: float, losses: list[float],
+              failures: int) -> dict[str, Any]:
+    """What a federated pretraining reports besides its model."""
+    return {"seconds": round(time.perf_counter() - start, 1),
+            "samples_seen": epochs * len(corpus), "windows": len(corpus), "epochs": epochs,
+            "rounds": rounds, "settings": asdict(s), "losses": losses, "site_failures": failures,
+            "sites": {n: len(c.records) for n, c in sites.items()}}
+
+
 def _task_identity() -> None:
     """Messages need a task identity, which a Flower runtime sets: this process's own."""
     if TaskIdentity._run_id is None:
@@ -305,11 +315,8 @@ def cyclic_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
             global_arrays = arrays_of(arrays)
             losses.append(round(float(np.mean(grid.losses)), 4))
     model.load_state_dict(to_torch(global_arrays), strict=False)
-    return model, {"seconds": round(time.perf_counter() - start, 1),
-                   "samples_seen": epochs * len(corpus), "windows": len(corpus),
-                   "epochs": epochs, "rounds": cfg.run.num_server_rounds, "settings": asdict(s),
-                   "losses": losses, "site_failures": failures,
-                   "sites": {n: len(c.records) for n, c in zip(names, sites, strict=True)}}
+    return model, _run_info(s, epochs, cfg.run.num_server_rounds, corpus, dict(zip(
+        names, sites, strict=True)), start, losses, failures)
 
 
 def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
@@ -373,8 +380,5 @@ def federated_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
                 moments = {node: shared for node in range(1, len(sites) + 1)}
             losses.append(round(float(np.mean(round_losses)), 4))
     model.load_state_dict(to_torch(global_arrays), strict=False)
-    return model, {"seconds": round(time.perf_counter() - start, 1),
-                   "samples_seen": epochs * len(corpus), "windows": len(corpus),
-                   "epochs": epochs, "rounds": cfg.run.num_server_rounds, "settings": asdict(s),
-                   "losses": losses, "site_failures": failures,
-                   "sites": {n: len(c.records) for n, c in zip(names, sites, strict=True)}}
+    return model, _run_info(s, epochs, cfg.run.num_server_rounds, corpus, dict(zip(
+        names, sites, strict=True)), start, losses, failures)
