@@ -39,8 +39,8 @@ class CyclicGrid(ForwardingGrid):
         self.final, replies = None, []
         for node in visit_order(by_node, ins.seed, ins.round):
             message = by_node[node]
-            if self.final is not None:
-                message.content[protocol.ARRAYS] = self.final
+            if self.final is not None:  # its own content: the strategy's messages share one
+                message.content = RecordDict({**message.content, protocol.ARRAYS: self.final})
             for reply in self.grid.send_and_receive([message], timeout=timeout):
                 replies.append(reply)
                 if self.accept(reply, message):

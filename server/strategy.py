@@ -118,12 +118,14 @@ class RecordingStrategy(Strategy):
         self.optimiser = optimiser
         self.sent: list[Message] = []  # this round's train messages (ids set when pushed)
         self.global_arrays: dict[str, np.ndarray] | None = None  # what this round trains from
+        self.global_record: ArrayRecord | None = None  # the same, as configure_train got it
 
     def check(self, reply: Message, sent: Message | None = None) -> Message:
         """``reply``, or the error reply that refuses it (:func:`check_reply`) against the
         arrays of ``sent``, the train message it answers (None: the round's global arrays)."""
         record = None if sent is None else sent.content.array_records.get(ARRAYS)
-        reference = self.global_arrays if record is None else arrays_of(record)
+        reference = self.global_arrays if record is None or record is self.global_record \
+            else arrays_of(record)
         return check_reply(reply, self.template, reference, self.max_update_ratio,
                            self.same_dtypes)
 
@@ -137,7 +139,7 @@ class RecordingStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self.global_arrays = arrays_of(arrays)
+        self.global_arrays, self.global_record = arrays_of(arrays), arrays
         if self.optimiser is not None:
             self.optimiser.sent(arrays)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))

@@ -99,6 +99,11 @@ def test_a_cyclic_round_chains_the_accepted_replies(tmp_path: Path) -> None:
         if node not in (2, 3):
             expected = {k: (v + 0.01 * node).astype(v.dtype) for k, v in expected.items()}
             good.append(node)
+    for node, carried in grid.carried:  # each message still holds what its site was sent
+        message = next(m for m in sent if m.metadata.dst_node_id == node)
+        for key, value in carried.items():
+            np.testing.assert_array_equal(
+                message.content.array_records["arrays"][key].numpy(), value)
     aggregated, metrics = strategy.aggregate_train(1, replies)
     assert aggregated is not None and metrics is not None
     for key, value in expected.items():  # the round's model: the last accepted reply's arrays
