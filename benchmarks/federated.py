@@ -251,12 +251,14 @@ def _task_identity() -> None:
 
 
 class _SiteGrid:
-    """The grid of :func:`cyclic_pretrain`: nodes 1..n are ``sites``; ``send_and_receive``
-    trains each message's site in this process as the ClientApp would and answers with its
-    arrays and metrics (a diverged site: an error reply)."""
+    """The grid of :func:`cyclic_pretrain`: nodes 1..n are ``sites`` (named ``names``);
+    ``send_and_receive`` answers a site-name query with the site's name, and trains each train
+    message's site in this process as the ClientApp would, answering with its arrays and
+    metrics (a diverged site: an error reply)."""
 
-    def __init__(self, sites: list[Cohort], device: str) -> None:
-        self.sites, self.device, self.losses = sites, device, cast(list[float], [])
+    def __init__(self, names: list[str], sites: list[Cohort], device: str) -> None:
+        self.names, self.sites, self.device = names, sites, device
+        self.losses: list[float] = []
 
     def get_node_ids(self) -> list[int]:
         return list(range(1, len(self.sites) + 1))
@@ -266,6 +268,11 @@ class _SiteGrid:
         replies = []
         for message in messages:
             node = message.metadata.dst_node_id
+            if message.metadata.message_type == protocol.SITE_NAME_QUERY:
+                message.metadata.__dict__["_message_id"] = f"q{node}"  # as pushed
+                replies.append(Message(RecordDict({protocol.SITE: ConfigRecord(
+                    {protocol.SITE_NAME_KEY: self.names[node - 1]})}), reply_to=message))
+                continue
             ins = protocol.TrainInstructions.decode(
                 message.content.config_records[protocol.CONFIG])
             message.metadata.__dict__["_message_id"] = f"r{ins.round}n{node}"  # as pushed
@@ -298,7 +305,7 @@ def cyclic_pretrain(s: FedSettings, epochs: int, seed: int, corpus: Cohort,
     model = initial_model(cfg)
     global_arrays = select_keys(to_numpy(model.state_dict()), cfg.run.aggregate)
     strategy = build_strategy(cfg, global_arrays, lambda *_: None)
-    grid = _SiteGrid(sites, device)
+    grid = _SiteGrid(names, sites, device)
     chain = cast(CyclicStrategy, strategy.inner).chain(cast(Grid, grid), strategy.accepts)
     config = ConfigRecord(cast(dict[str, Any], train_instructions(cfg).encode()))
     start, losses, failures = time.perf_counter(), [], 0

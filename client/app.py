@@ -84,6 +84,13 @@ def train_round(msg: Message, context: Context, run_config: Mapping[str, Any]) -
     return Message(content=content, reply_to=msg)
 
 
+def site_name_reply(msg: Message, context: Context) -> Message:
+    """The answer to a site-name query (the cyclic chain orders sites by their names)."""
+    name = site_label(context.node_config, context.node_id)
+    return Message(content=RecordDict({protocol.SITE: ConfigRecord(
+        {protocol.SITE_NAME_KEY: name})}), reply_to=msg)
+
+
 def make_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     """A ClientApp; ``run_config`` fills keys missing from ``context.run_config`` for simulated
     sites (the in-process simulation's contexts carry an empty run config)."""
@@ -92,6 +99,8 @@ def make_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     @client_app.train(mods=[secure_aggregation_mod])
     def _train(msg: Message, context: Context) -> Message:
         return train_round(msg, context, run_config or {})
+
+    client_app.query(protocol.SITE_NAME_ACTION)(site_name_reply)
 
     return client_app
 

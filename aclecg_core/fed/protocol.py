@@ -5,8 +5,10 @@ A training message carries the global model's arrays (:data:`ARRAYS`) and the ro
 or probe setting of the coordinator reaches a site; the site's data, cache, device and threads
 are its own (:mod:`aclecg_core.fed.site`). A reply carries the trained arrays (:data:`ARRAYS`),
 the training scalars (:data:`METRICS`, :class:`TrainReport`) and, only when the run asks for
-them, the site's summary (:data:`SITE_STATS`). Every message key is defined here once; both apps
-use these definitions, so the two sides cannot drift apart.
+them, the site's summary (:data:`SITE_STATS`). A query message of type :data:`SITE_NAME_QUERY` is
+answered with the site's name (:data:`SITE`): the cyclic chain visits sites in a seeded order
+of their names. Every message key is defined here once; both apps use these definitions, so
+the two sides cannot drift apart.
 
 Encoded form: flat ``str -> int | float | bool | str | list[str]`` mappings (what Flower's
 ``ConfigRecord`` and ``MetricRecord`` hold). :data:`PROTOCOL_VERSION` changes whenever a field
@@ -34,12 +36,18 @@ ARRAYS = "arrays"  # ArrayRecord: model arrays (train message: global; reply: tr
 CONFIG = "config"  # ConfigRecord of a train message: TrainInstructions.encode()
 METRICS = "metrics"  # MetricRecord of a reply: TrainReport.encode()
 SITE_STATS = "site-stats"  # ConfigRecord of a reply, only with share-site-stats
+SITE = "site"  # ConfigRecord of a site-name query's reply: {SITE_NAME_KEY: the site's name}
 
 # Keys inside CONFIG: TrainInstructions' fields in kebab-case (``round-offset``: rounds finished
 # before this start; ``proximal-mu``: also set by Flower's FedProx), plus these.
 VERSION_KEY = "aclecg-protocol"
 SERVER_ROUND_KEY = "server-round"  # set by Flower's strategies: 1, 2, ... within one start
 ARRAY_NAMES_KEY = "aclecg-array-keys"  # SecAgg+ rounds: the arrays' names, in order
+SITE_NAME_KEY = "site-name"  # inside SITE
+
+# The site-name query: a query message of this action (message type "query.site_name").
+SITE_NAME_ACTION = "site_name"
+SITE_NAME_QUERY = f"query.{SITE_NAME_ACTION}"
 
 AGGREGATES = tuple(PREFIXES)
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from aclecg_core.fed.config import load_config
+from aclecg_core.fed.cyclic import visit_order
 from aclecg_core.fed.sites import ensure_synthetic_cohort
 from aclecg_runtime import environment
 from deploy import daemons, flwr_cli, pki
@@ -207,3 +208,19 @@ def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
         assert r["failures"] == []
     federation.timings["round-seconds"] = float(rounds[1]["wall_seconds"])
     print(f"\nTLS deployment timings: {federation.timings}")
+
+
+def test_a_cyclic_run_visits_the_hospitals_in_the_seeded_order_of_their_names(
+        federation: Federation) -> None:
+    """The chain asks each SuperNode its site name (a query message over TLS) and visits the
+    sites in the order the seed gives their names, whatever node ids Flower drew."""
+    run_dir = federation.root / "runs" / "cyclic"
+    run_id = federation.submit(run_dir, **{"num-server-rounds": 1, "strategy": "cyclic",
+                                           "seed": 5})
+    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
+    log = flwr_cli.run_log(run_id, CONNECTION, federation.env)
+    assert status == flwr_cli.FINISHED_OK, log
+    order = visit_order(dict(enumerate(SITES)), seed=5, global_round=1)
+    assert f"round 1 visits {' -> '.join(SITES[i] for i in order)}" in log
+    clients = _rounds(run_dir)[1]["clients"]
+    assert sorted(c["site"] for c in clients) == list(SITES)

@@ -9,9 +9,19 @@ from typing import cast
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 
+from aclecg_core.fed import protocol
 from aclecg_core.fed.arrays import select_keys, to_numpy
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.cyclic import visit_order
@@ -19,6 +29,7 @@ from aclecg_core.fed.probe import ServerProbe
 from aclecg_core.fed.rundir import RunFolder
 from aclecg_core.fed.training import initial_model, train_instructions
 from aclecg_core.settings import ConfigError
+from client.app import make_client_app
 from server.cyclic import CyclicStrategy
 from server.recorder import RoundRecorder
 from server.strategy import RecordingStrategy, build_strategy
@@ -28,21 +39,45 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("task_identity")
 
 
-def test_visit_order_is_a_seeded_permutation_of_the_nodes() -> None:
-    nodes = [40, 7, 13, 99, 2]
-    order = visit_order(nodes, seed=3, global_round=1)
-    assert sorted(order) == sorted(nodes)
-    assert visit_order(reversed(nodes), 3, 1) == order  # the node ids, not how they came
-    assert len({tuple(visit_order(nodes, 3, r)) for r in range(1, 9)}) > 1  # rounds differ
-    assert len({tuple(visit_order(nodes, seed, 1)) for seed in range(8)}) > 1  # seeds too
+def test_visit_order_is_a_seeded_permutation_of_the_sites() -> None:
+    names = ["Georgia", "CPSC", "PTB-XL-0", "Ningbo", "CODE-15%"]
+    sites = dict(zip([40, 7, 13, 99, 2], names, strict=True))
+    order = visit_order(sites, seed=3, global_round=1)
+    assert sorted(order) == sorted(sites)
+    assert visit_order(dict(reversed(sites.items())), 3, 1) == order  # not how they came
+    other_run = dict(zip([5, 81, 3, 12, 60], names, strict=True))  # new node ids, same sites
+    assert [other_run[n] for n in visit_order(other_run, 3, 1)] == [sites[n] for n in order]
+    assert len({tuple(visit_order(sites, 3, r)) for r in range(1, 9)}) > 1  # rounds differ
+    assert len({tuple(visit_order(sites, seed, 1)) for seed in range(8)}) > 1  # seeds too
+    twins = visit_order({4: "same", 1: "same", 9: "a"}, 0, 1)  # one name twice: by node id
+    assert sorted(twins) == [1, 4, 9]
+
+
+@pytest.mark.parametrize(("node_config", "name"), [
+    ({"partition-id": 2, "num-partitions": 4}, "site3"),
+    ({"site": "hospital-b", "data-dir": "/srv/ecg"}, "hospital-b"),
+    ({"site-index": 5, "data-dir": "/srv/ecg"}, "site5"),
+])
+def test_a_site_answers_the_site_name_query(node_config: dict[str, int | str],
+                                            name: str) -> None:
+    query = Message(RecordDict(), dst_node_id=7, message_type=protocol.SITE_NAME_QUERY)
+    query.metadata.__dict__["_message_id"] = "q7"  # as when pushed
+    reply = make_client_app()(query, Context(run_id=1, node_id=7, node_config=node_config,
+                                             state=RecordDict(), run_config={}))
+    assert not reply.has_error(), reply.error
+    assert reply.content.config_records[protocol.SITE][protocol.SITE_NAME_KEY] == name
+
+
+NAMES = {1: "e", 2: "d", 3: "c", 5: "a"}  # node 4 does not answer the site-name query
 
 
 class _ChainGrid:
-    """A grid whose nodes answer at once: node 2 with an error, node 3 with NaN weights, the
-    others with the arrays they were sent plus 0.01 × their node id."""
+    """A grid whose nodes answer at once: a site-name query with :data:`NAMES` (node 4 with an
+    error); a train message: node 2 with an error, node 3 with NaN weights, the others with the
+    arrays they were sent plus 0.01 × their node id."""
 
     def __init__(self, nodes: list[int]) -> None:
-        self.nodes, self.calls, self.carried = nodes, 0, []
+        self.nodes, self.calls, self.queried, self.carried = nodes, 0, [], []
 
     def get_node_ids(self) -> list[int]:
         return self.nodes
@@ -54,6 +89,13 @@ class _ChainGrid:
         for message in messages:
             node = message.metadata.dst_node_id
             message.metadata.__dict__["_message_id"] = f"m{node}"  # as when pushed
+            if message.metadata.message_type == protocol.SITE_NAME_QUERY:
+                self.queried.append(node)
+                replies.append(Message(Error(code=1, reason="no query handler"),
+                                       reply_to=message) if node not in NAMES else
+                               Message(RecordDict({protocol.SITE: ConfigRecord(
+                                   {protocol.SITE_NAME_KEY: NAMES[node]})}), reply_to=message))
+                continue
             sent = {k: v.numpy() for k, v in message.content.array_records["arrays"].items()}
             self.carried.append((node, sent))
             if node == 2:
@@ -90,8 +132,10 @@ def test_a_cyclic_round_chains_the_accepted_replies(tmp_path: Path) -> None:
     sent = list(strategy.configure_train(1, arrays, config, cast(Grid, grid)))
     replies = list(chain.send_and_receive(sent, timeout=5.0))
 
-    order = visit_order([1, 2, 3, 4, 5], 3, 1)
-    assert [node for node, _ in grid.carried] == order and grid.calls == 5  # one at a time
+    assert sorted(grid.queried) == [1, 2, 3, 4, 5]  # each node's site name asked at once
+    assert chain.sites == {**NAMES, 4: "node-4"}
+    order = visit_order(chain.sites, 3, 1)
+    assert [node for node, _ in grid.carried] == order and grid.calls == 6  # one at a time
     expected, good = dict(glob), []
     for node, carried in grid.carried:  # each site starts from the last accepted reply
         for key, value in expected.items():
@@ -115,6 +159,14 @@ def test_a_cyclic_round_chains_the_accepted_replies(tmp_path: Path) -> None:
     failed = {f["site"]: f["error"] for f in round1["failures"]}
     assert set(failed) == {"site2", "site3"} and failed["site2"] == "DataError: no records"
     assert failed["site3"].startswith("update refused: non-finite values in encoder.")
+
+
+def test_a_cyclic_grid_asks_each_node_its_site_name_once() -> None:
+    grid = _ChainGrid([1, 4, 5])
+    chain = CyclicStrategy().chain(cast(Grid, grid), lambda reply, sent: True)
+    assert chain.site_names([5, 4], timeout=1.0) == {5: "a", 4: "node-4"}
+    assert chain.site_names([1, 4, 5], timeout=1.0) == {1: "e", 4: "node-4", 5: "a"}
+    assert sorted(grid.queried) == [1, 4, 5] and grid.calls == 2
 
 
 def test_other_messages_pass_a_cyclic_grid_unchanged() -> None:
