@@ -403,8 +403,8 @@ def test_secure_aggregation_ends_with_the_fedavg_model(base: dict[str, Any], ful
 def test_a_cyclic_run_ends_with_the_last_sites_model(base: dict[str, Any],
                                                       tmp_path: Path) -> None:
     """``strategy = cyclic``: every round both sites train, one after the other; each round's
-    checkpoint is the model the round's last site sent (nothing averaged), and the report
-    says how the models were combined."""
+    checkpoint is the model the round's last site sent (nothing averaged), the report says how
+    the models were combined, and a resumed run ends with the same weights."""
     run_dir = simulate({**base, "strategy": "cyclic", "run-dir": str(tmp_path / "cyclic")})
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     for round_ in (1, 2):
@@ -416,3 +416,14 @@ def test_a_cyclic_run_ends_with_the_last_sites_model(base: dict[str, Any],
         assert array_digest(arrays) in answered
     assert verify_run(run_dir).verified
     assert "cyclic weight transfer (strategy cyclic)" in (run_dir / "report.md").read_text()
+
+    # One round, then a resume in a new simulation (new node ids): the sites are visited in
+    # the order of their names, so the run ends with the uninterrupted run's weights.
+    resumed_dir = str(tmp_path / "cyclic-resumed")
+    simulate({**base, "strategy": "cyclic", "run-dir": resumed_dir, "num-server-rounds": 1})
+    simulate({**base, "strategy": "cyclic", "run-dir": resumed_dir, "resume": True})
+    resumed, meta = load_checkpoint(Path(resumed_dir) / "checkpoints" / "final")
+    uninterrupted, _ = load_checkpoint(run_dir / "checkpoints" / "final")
+    assert meta["round"] == 2
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
