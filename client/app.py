@@ -78,15 +78,21 @@ def train_round(msg: Message, context: Context, run_config: Mapping[str, Any]) -
     if update.optimizer_state:  # kept here for the site's next round, never in the reply
         context.state[OPTIMIZER_STATE_KEY] = _record(update.optimizer_state)
     content = RecordDict({protocol.ARRAYS: _record(update.arrays),
-                          protocol.METRICS: MetricRecord(dict(update.report.encode()))})
+                          protocol.METRICS: MetricRecord(dict(update.report.encode())),
+                          protocol.SITE: ConfigRecord({protocol.SITE_NAME_KEY: site.name})})
     if update.stats:
         content[protocol.SITE_STATS] = ConfigRecord(dict(update.stats))
     return Message(content=content, reply_to=msg)
 
 
-def site_name_reply(msg: Message, context: Context) -> Message:
-    """The answer to a site-name query (the cyclic chain orders sites by their names)."""
-    name = site_label(context.node_config, context.node_id)
+def site_name_reply(msg: Message, context: Context, run_config: Mapping[str, Any]) -> Message:
+    """The answer to a site-name query: the site's name (the cyclic chain orders sites by it);
+    its label when the site cannot be set up (the train message will report why)."""
+    try:
+        name = LocalSite(context.node_config, {**run_config, **dict(context.run_config)},
+                         int(context.node_id), APP_DIR).name
+    except Exception:  # the label still orders the site
+        name = site_label(context.node_config, context.node_id)
     return Message(content=RecordDict({protocol.SITE: ConfigRecord(
         {protocol.SITE_NAME_KEY: name})}), reply_to=msg)
 
@@ -100,7 +106,9 @@ def make_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     def _train(msg: Message, context: Context) -> Message:
         return train_round(msg, context, run_config or {})
 
-    client_app.query(protocol.SITE_NAME_ACTION)(site_name_reply)
+    @client_app.query(protocol.SITE_NAME_ACTION)
+    def _site_name(msg: Message, context: Context) -> Message:
+        return site_name_reply(msg, context, run_config or {})
 
     return client_app
 

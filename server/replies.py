@@ -16,6 +16,7 @@ from aclecg_core.fed.disclosure import read_label_counts
 from aclecg_core.fed.updates import check_arrays, check_metrics
 
 REFUSED_CODE = 1003  # the error code of a reply the server refused to aggregate
+NAME_CHARS = 64  # a site's name in the run folder and reports
 _SITE_ERROR = re.compile(r"^(site\S*|node-\d+): (.*)$", re.S)
 
 
@@ -74,9 +75,17 @@ def client_entry(msg: Message) -> tuple[dict[str, Any], dict[str, Any]]:
               "seconds": report.seconds, "samples-per-second": report.samples_per_second}
     stats = cast(dict[str, int | float | str],
                  dict(msg.content.config_records.get(protocol.SITE_STATS, {})))
-    info = {"site": site, "records": stats.get("records"), "windows": report.num_examples,
-            "fs": stats.get("fs"), "label_counts": read_label_counts(stats)}
+    info = {"site": site, "name": _site_name_of(msg), "records": stats.get("records"),
+            "windows": report.num_examples, "fs": stats.get("fs"),
+            "label_counts": read_label_counts(stats)}
     return client, info
+
+
+def _site_name_of(msg: Message) -> str | None:
+    """The name the site gave in its reply (at most :data:`NAME_CHARS` characters), if any."""
+    record = msg.content.config_records.get(protocol.SITE)
+    name = None if record is None else record.get(protocol.SITE_NAME_KEY)
+    return name[:NAME_CHARS] if isinstance(name, str) and name else None
 
 
 def failure_entry(msg: Message) -> dict[str, str]:

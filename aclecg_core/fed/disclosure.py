@@ -1,8 +1,10 @@
 """What a site's reply may reveal besides the model arrays (the least a site discloses).
 
 Always: the scalars the training needs, :data:`TRAINING_METRICS` (weighting, ordering,
-monitoring). Only when the run sets ``share-site-stats``: the site's record count, sampling
-rate and per-class record counts, each count below :data:`SMALL_COUNT` reported as ``"<5"``.
+monitoring), and the site's name (a simulated site's hospital, a deployed site's node config
+``site``: a name the site chose, nothing about its patients). Only when the run sets
+``share-site-stats``: the site's record count, sampling rate and per-class record counts, each
+count below :data:`SMALL_COUNT` reported as ``"<5"``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from aclecg_core.fed import site as site_keys
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.rounds import fit_to_federation
 from aclecg_core.fed.site import SiteSettings
-from aclecg_core.fed.sites import simulated_site
+from aclecg_core.fed.sites import simulated_site, simulated_site_name
 
 # Node config keys Flower's simulation engine sets for each simulated node.
 PARTITION_ID = "partition-id"
@@ -39,7 +39,9 @@ def site_label(node_config: Mapping[str, Any], node_id: int) -> str:
 
 
 class LocalSite:
-    """Where this node's data come from and how it trains (``index``, ``device``, ``threads``)."""
+    """Where this node's data come from and how it trains (``index``, ``device``, ``threads``);
+    ``name``: what reports call it beside its label ``site{index}`` (a simulated site's
+    hospital, a deployed site's node config ``site``)."""
 
     def __init__(self, node_config: Mapping[str, Any], run_config: Mapping[str, Any],
                  node_id: int, app_dir: Path) -> None:
@@ -50,10 +52,12 @@ class LocalSite:
             self.cfg = fit_to_federation(load_config(run_config, app_dir), self.partitions)
             self.index, self.device = self.partition + 1, self.cfg.run.device
             self.threads = self.cfg.run.client_cpus
+            self.name = simulated_site_name(self.cfg, self.partition, self.partitions)
         else:
             self.settings = SiteSettings.from_node_config(node_config)
             self.index = self.settings.index if self.settings.index is not None else node_id
             self.device, self.threads = self.settings.device, self.settings.threads
+            self.name = self.settings.name or f"site{self.index}"
 
     def cohort(self, preprocessing: dict[str, Any]) -> Cohort:
         """This site's training records (cached per process)."""

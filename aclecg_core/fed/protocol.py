@@ -4,11 +4,12 @@ A training message carries the global model's arrays (:data:`ARRAYS`) and the ro
 :class:`TrainInstructions` (:data:`CONFIG`): how to train, never where. No path, folder, cohort
 or probe setting of the coordinator reaches a site; the site's data, cache, device and threads
 are its own (:mod:`aclecg_core.fed.site`). A reply carries the trained arrays (:data:`ARRAYS`),
-the training scalars (:data:`METRICS`, :class:`TrainReport`) and, only when the run asks for
-them, the site's summary (:data:`SITE_STATS`). A query message of type :data:`SITE_NAME_QUERY` is
-answered with the site's name (:data:`SITE`): the cyclic chain visits sites in a seeded order
-of their names. Every message key is defined here once; both apps use these definitions, so
-the two sides cannot drift apart.
+the training scalars (:data:`METRICS`, :class:`TrainReport`), the site's name (:data:`SITE`:
+a simulated site's hospital, a deployed site's node config ``site``; reports show it beside the
+site's label) and, only when the run asks for them, the site's summary (:data:`SITE_STATS`). A
+query message of type :data:`SITE_NAME_QUERY` is answered with the same name (:data:`SITE`):
+the cyclic chain visits sites in a seeded order of their names. Every message key is defined
+here once; both apps use these definitions, so the two sides cannot drift apart.
 
 Encoded form: flat ``str -> int | float | bool | str | list[str]`` mappings (what Flower's
 ``ConfigRecord`` and ``MetricRecord`` hold). :data:`PROTOCOL_VERSION` changes whenever a field
@@ -36,7 +37,7 @@ ARRAYS = "arrays"  # ArrayRecord: model arrays (train message: global; reply: tr
 CONFIG = "config"  # ConfigRecord of a train message: TrainInstructions.encode()
 METRICS = "metrics"  # MetricRecord of a reply: TrainReport.encode()
 SITE_STATS = "site-stats"  # ConfigRecord of a reply, only with share-site-stats
-SITE = "site"  # ConfigRecord of a site-name query's reply: {SITE_NAME_KEY: the site's name}
+SITE = "site"  # ConfigRecord of a reply: {SITE_NAME_KEY: the site's name}
 
 # Keys inside CONFIG: TrainInstructions' fields in kebab-case (``round-offset``: rounds finished
 # before this start; ``proximal-mu``: also set by Flower's FedProx), plus these.

@@ -8,10 +8,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from aclecg_core.data.cohort import Cohort
 from aclecg_core.data.loading import load_cohort, load_sources
 from aclecg_core.data.preprocess import PreprocessConfig, whole_records
-from aclecg_core.data.sources import described
+from aclecg_core.data.sources import RecordSource, described
 from aclecg_core.evaluation.splits import CLASS_SETS
 from aclecg_core.fed.config import FederationConfig
 from aclecg_core.fed.partition import partition_by_site, partition_dirichlet, partition_iid
@@ -86,6 +88,28 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     Partition first, then load: the split reads the records' metadata only (PTB-XL table,
     header comments), and the site reads and preprocesses its own records and no others.
     """
+    _check_index(cfg, index, num_sites)
+    paths, _ = training_folders(cfg)
+    if cfg.cohort.source == "synthetic" and cfg.cohort.partition == "site":
+        return load_folders(cfg, [paths[index]], "auto")
+    sources, _, masks = _partition(cfg, num_sites)
+    mine = [s for s, keep in zip(sources, masks[index], strict=True) if keep]
+    return load_sources(mine, PreprocessConfig.from_dict(cfg.preprocessing),
+                        cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=1)
+
+
+def simulated_site_name(cfg: FederationConfig, index: int, num_sites: int) -> str:
+    """What simulated site ``index`` is called in reports beside its label ``site{index+1}``:
+    its hospital (the records' ``site``) when the cohort's folders are partitioned by site,
+    else the label itself."""
+    _check_index(cfg, index, num_sites)
+    if cfg.cohort.source == "synthetic" or cfg.cohort.partition != "site":
+        return f"site{index + 1}"
+    names = _partition(cfg, num_sites)[1]
+    return names[index] if names else f"site{index + 1}"
+
+
+def _check_index(cfg: FederationConfig, index: int, num_sites: int) -> None:
     c = cfg.cohort
     if num_sites != c.sites:
         raise ValueError(
@@ -94,12 +118,18 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
             f"run {c.sites} nodes (flwr run . --federation-config 'num-supernodes={c.sites}')")
     if not 0 <= index < num_sites:
         raise ValueError(f"site index {index} outside 0..{num_sites - 1}")
+
+
+def _partition(cfg: FederationConfig, num_sites: int
+               ) -> tuple[list[RecordSource], list[str], list[np.ndarray]]:
+    """The cohort folders' records, the site names (partition ``site``; else none) and one
+    record mask per simulated site."""
+    c = cfg.cohort
     paths, layout = training_folders(cfg)
-    if c.source == "synthetic" and c.partition == "site":
-        return load_folders(cfg, [paths[index]], "auto")
     sources = described(tuple(paths), layout)
     if not sources:
         raise ValueError(f"no WFDB records found in {', '.join(map(str, paths))}")
+    names: list[str] = []
     if c.partition == "site":
         names, masks = partition_by_site(sources)
         if len(names) != num_sites:
@@ -111,7 +141,4 @@ def simulated_site(cfg: FederationConfig, index: int, num_sites: int) -> Cohort:
     else:
         masks = partition_dirichlet(sources, num_sites, c.dirichlet_alpha, count_classes(cfg),
                                     seed=cfg.run.seed)
-    mine = [s for s, keep in zip(sources, masks[index], strict=True) if keep]
-    return load_sources(mine, PreprocessConfig.from_dict(cfg.preprocessing),
-                        cache_dir=cfg.path(cfg.cohort.cache_dir) / "cohorts", workers=1)
-
+    return sources, names, masks

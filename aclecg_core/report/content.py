@@ -225,7 +225,7 @@ def _headline(m: RunMetrics, flat: dict[str, Any] | None,
         ["Run", m.name],
         ["Method", _method(flat)],
         ["Aggregation", aggregation_statement(flat)],
-        ["Sites", f"{len(m.sites)}: {', '.join(s.site for s in m.sites)}" if m.sites else "–"],
+        ["Sites", f"{len(m.sites)}: {', '.join(s.title for s in m.sites)}" if m.sites else "–"],
         ["Rounds recorded", f"{len(m.rounds)} (final round {m.final_round})"
          if m.final_round is not None else str(len(m.rounds))],
         ["Started", fmt_time(m.started)],
@@ -354,7 +354,7 @@ def _label_mix(site: SiteSummary, top: int = 5) -> str:
 def _sites_section(m: RunMetrics) -> Section:
     if not m.sites:
         return Section("Sites", ["No site summaries recorded."])
-    rows = [[s.site, fmt_int(s.records), fmt_int(s.windows),
+    rows = [[s.title, fmt_int(s.records), fmt_int(s.windows),
              "–" if s.fs is None else f"{s.fs:g} Hz", _label_mix(s)] for s in m.sites]
     footer = None
     if len(m.sites) > 1:

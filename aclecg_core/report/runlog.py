@@ -74,6 +74,12 @@ class SiteSummary:
     windows: int | None
     fs: float | None
     label_counts: dict[str, int | str]  # small counts suppressed by the site: "<5"
+    name: str | None = None  # what the site calls itself (a hospital), when it said
+
+    @property
+    def title(self) -> str:
+        """``site3 (Georgia)``; the label alone when the name is missing or the same."""
+        return self.site if self.name in (None, self.site) else f"{self.site} ({self.name})"
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,7 @@ def _read_site(r: _Reader, raw: Any, where: str) -> SiteSummary:
     counts = r.obj(d.get("label_counts") or {}, f"{where}.label_counts")
     return SiteSummary(
         site=r.text(d, "site", where, "?"),
+        name=r.text(d, "name", where, "") or None,
         records=r.count(d, "records", where),
         windows=r.count(d, "windows", where),
         fs=r.num(d, "fs", where),

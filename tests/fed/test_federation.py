@@ -110,7 +110,7 @@ def test_fedavg_weighted_mean_keeps_integer_dtypes(cfg: FederationConfig) -> Non
     assert seen == [(1, 2, 0)]
 
 
-def test_reply_under_the_deployment_default_reveals_arrays_and_training_scalars_only(
+def test_reply_under_the_deployment_default_reveals_arrays_training_scalars_and_name_only(
         cfg: FederationConfig) -> None:
     """A real reply of a deployed site (node config ``data-dir``) under the pyproject defaults."""
     defaults = load_config(read_pyproject_defaults(ROOT / "pyproject.toml"), ROOT)
@@ -120,8 +120,8 @@ def test_reply_under_the_deployment_default_reveals_arrays_and_training_scalars_
                                                          "site-index": 1}))
     assert not reply.has_error(), reply.error
     content = reply.content
-    assert set(content.keys()) == {"arrays", "metrics"}
-    assert not content.config_records
+    assert set(content.keys()) == {"arrays", "metrics", "site"}
+    assert dict(content.config_records["site"]) == {"site-name": "site1"}  # its name, only
     model_state = initial_model(cfg).state_dict()
     arrays = content.array_records["arrays"]
     assert list(arrays) == list(select_keys(model_state, cfg.run.aggregate))
@@ -164,7 +164,7 @@ def test_a_kept_optimizer_state_stays_in_the_context_and_never_in_the_reply(
     for server_round in (1, 2):
         reply = client_train(_train_message(kept, server_round), context)
         assert not reply.has_error(), reply.error
-        assert set(reply.content.keys()) == {"arrays", "metrics"}
+        assert set(reply.content.keys()) == {"arrays", "metrics", "site"}
         assert list(reply.content.array_records["arrays"]) == list(
             select_keys(initial_model(cfg).state_dict(), cfg.run.aggregate))
         state = context.state.array_records[OPTIMIZER_STATE_KEY]

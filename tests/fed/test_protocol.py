@@ -97,7 +97,7 @@ def test_a_deployed_site_caches_in_its_own_folder(cfg: FederationConfig, tmp_pat
     data = ensure_synthetic_cohort(cfg) / "site1"
     cache = tmp_path / "hospital-cache"
     node: dict[str, bool | float | int | str] = {
-        "site": "site1", "data-dir": str(data), "cache-dir": str(cache), "device": "cpu",
+        "site": "hospital-1", "data-dir": str(data), "cache-dir": str(cache), "device": "cpu",
         "threads": 1}
     encoded = {**train_instructions(cfg).encode(), "server-round": 1}
     reply = client_train(_message(encoded, cfg), Context(
@@ -105,6 +105,7 @@ def test_a_deployed_site_caches_in_its_own_folder(cfg: FederationConfig, tmp_pat
     assert not reply.has_error(), reply.error
     report = TrainReport.decode(reply.content.metric_records[protocol.METRICS])
     assert report.site_index == 1 and report.num_examples > 0
+    assert reply.content.config_records[protocol.SITE][protocol.SITE_NAME_KEY] == "hospital-1"
     assert any((cache / "cohorts").iterdir())
     for array in reply.content.array_records[protocol.ARRAYS].values():
         assert np.isfinite(array.numpy()).all()

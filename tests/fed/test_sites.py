@@ -13,7 +13,7 @@ from aclecg_core.data.preprocess import PreprocessConfig
 from aclecg_core.fed.config import load_config
 from aclecg_core.fed.partition import partition_dirichlet, partition_iid
 from aclecg_core.fed.pooled import pooled_cohort
-from aclecg_core.fed.sites import simulated_site
+from aclecg_core.fed.sites import simulated_site, simulated_site_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +29,9 @@ def test_real_folders_federate_by_hospital(shared_data: Path, tmp_path: Path) ->
     for index in (4, 5):  # the two smallest hospitals
         site = simulated_site(cfg, index, len(hospitals))
         assert {r.site for r in site.records} == {hospitals[index]}
+    assert [simulated_site_name(cfg, k, len(hospitals)) for k in range(6)] == hospitals
+    iid = replace(cfg, cohort=replace(cfg.cohort, partition="iid", sites=3))
+    assert [simulated_site_name(iid, k, 3) for k in range(3)] == ["site1", "site2", "site3"]
     with pytest.raises(ValueError, match=r"hold 6 sites .* sites=5"):
         simulated_site(replace(cfg, cohort=replace(cfg.cohort, sites=5)), 0, 5)
 

@@ -156,6 +156,15 @@ def test_markdown_tables(tmp_path: Path) -> None:
     assert "Left out of the macro averages" in md and "HYP" in md
 
 
+def test_sites_show_the_name_they_gave_beside_their_label(tmp_path: Path) -> None:
+    metrics = make_metrics()
+    metrics["sites"][1]["name"] = "Georgia"  # a hospital's simulated site
+    metrics["sites"][2]["name"] = "site2"  # a name that is its label: shown once
+    md = write_report(make_run(tmp_path, metrics))[0].read_text()
+    assert "- **Sites**: 3: site0, site1 (Georgia), site2\n" in md
+    assert "| site1 (Georgia) | 70 | 140 | 100 Hz |" in md
+
+
 @pytest.mark.parametrize(("ci", "verdict"), [
     ((0.12, 0.23), "beats"),
     ((-0.02, 0.3), "does not clearly beat"),
