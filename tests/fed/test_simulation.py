@@ -427,3 +427,24 @@ def test_a_cyclic_run_ends_with_the_last_sites_model(base: dict[str, Any],
     assert meta["round"] == 2
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
+
+
+def test_hospitals_of_real_folders_are_named_in_the_report(shared_data: Path,
+                                                           tmp_path: Path) -> None:
+    """Two hospitals' records (CPSC, Georgia) federated by site: the run folder and the report
+    name each simulated site's hospital beside its label."""
+    cohort = tmp_path / "records"
+    for folder, prefix in (("cpsc2018", "A"), ("cinc2021", "E")):
+        (cohort / folder).mkdir(parents=True)
+        for header in sorted((shared_data / "cinc" / folder).glob(f"{prefix}*.hea"))[:5]:
+            for part in (header, header.with_suffix(".mat")):
+                shutil.copyfile(part, cohort / folder / part.name)
+    yaml = tmp_path / "hospitals.yaml"
+    yaml.write_text(f"cohort:\n  source: folder\n  path: {cohort}\n  cache-dir: {tmp_path}/c\n"
+                    f"probe:\n  source: ptbxl\n  path: {shared_data / 'ptbxl'}\n"
+                    "  bootstrap: 10\n")
+    run_dir = simulate({"config-file": str(yaml), "batch-size": 4, "encoder": "tiny",
+                        "num-server-rounds": 1, "run-dir": str(tmp_path / "run")})
+    sites = json.loads((run_dir / "metrics.json").read_text())["sites"]
+    assert [(s["site"], s["name"]) for s in sites] == [("site1", "CPSC"), ("site2", "Georgia")]
+    assert "**Sites**: 2: site1 (CPSC), site2 (Georgia)" in (run_dir / "report.md").read_text()
