@@ -79,6 +79,11 @@ def register(subparsers: Any) -> None:
             q.add_argument("--augment", choices=("none", "acl", "simclr"), default="none",
                            help="train on one random view of each batch: the physiology-aware "
                                 "views of pretraining (acl) or SimCLR's (simclr)")
+            q.add_argument("--distill", action="store_true",
+                           help="below 100 %% labels: the fine-tuned model labels the other "
+                                "training records with its probabilities and a student "
+                                "fine-tuned on all of them may replace it (kept if better on "
+                                "validation)")
         else:
             q.add_argument("--fraction", type=float, default=1.0,
                            help="share of the training records whose labels the probe uses "
@@ -302,7 +307,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         args.probe_epochs = PRETRAINED_PROBE_EPOCHS if pretrained else 0
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed,
                          encoder_lr_scale=args.encoder_lr_scale, probe_epochs=args.probe_epochs,
-                         augment=args.augment,
+                         augment=args.augment, distill=args.distill,
                          **({} if auto else {"lr": args.lr}))
     result = finetune(model, train, val, test, classes, args.fraction, cfg,
                       pick_device(args.device), lrs=LR_GRID if auto else ())
@@ -310,6 +315,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     _print({"checkpoint": args.checkpoint, "method": meta.get("method"), "split": args.split,
             "classes": classes, "fraction": args.fraction, "lr": out["lr"],
             "probe_epochs": args.probe_epochs, "augment": args.augment,
+            "distill": args.distill, "distilled": out["distilled"],
+            "teacher_val_auroc": out["teacher_val_auroc"],
+            "student_val_auroc": out["student_val_auroc"],
             "val_auroc_by_lr": out["val_auroc_by_lr"], "best_epoch": out["best_epoch"],
             "n_train_records": out["n_train_records"], "metrics": out["test"]}, args.json,
            f"finetune {args.checkpoint} ({args.fraction:.0%} labels, lr {out['lr']:g})")

@@ -70,6 +70,13 @@ AUGMENTED = {
     "supervised@10%": tuple(_lr(3e-3, augment=a) for a in ("acl", "simclr")),
 }
 
+# self-training (distill): the 10 % arms' recipes chosen above, their teacher's probabilities
+# on the other 90 % of the training records taught to a student
+DISTILLED = {
+    "acl@10%": (_lr(1e-3, probe_epochs=10, distill=True),),
+    "supervised@10%": (_lr(3e-3, distill=True),),
+}
+
 
 def _checkpoint(seed: int) -> Path:
     return CACHE / "tune-finetune" / f"acl-{PRETRAIN_EPOCHS}ep-seed{seed}.pt"
@@ -109,6 +116,8 @@ def run(arm: str, variant: Variant, seed: int) -> dict[str, Any]:
     short = res.val_history[:SHORT_CAP]
     return {"arm": arm, "variant": variant.name, "seed": seed, "options": dict(variant.options),
             "n_train_records": res.n_train_records, "best_epoch": res.best_epoch,
+            "teacher_val_auroc": res.teacher_val_auroc,
+            "student_val_auroc": res.student_val_auroc, "distilled": res.distilled,
             "val_auroc": round(res.best_val_auroc, 4),
             "val_auroc_cap40": round(max(short), 4), "best_epoch_cap40": 1 + int(np.argmax(short)),
             "epochs_run": len(res.val_history), "seconds": round(res.seconds, 1),
@@ -161,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="comma-separated arms")
     parser.add_argument("--augmented", action="store_true",
                         help="the augmented variants (AUGMENTED) instead of VARIANTS")
+    parser.add_argument("--distilled", action="store_true",
+                        help="the self-training variants (DISTILLED) instead of VARIANTS")
     parser.add_argument("--out", type=Path, default=RESULTS / "tune-finetune.json")
     args = parser.parse_args(argv)
     arms = [a for a in ARMS if not args.only or a in args.only.split(",")]
@@ -173,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         if any(ARMS[a][0] == "acl" for a in arms):
             pretrains = [f.result() for f in [pool.submit(pretrained, s) for s in seeds]]
             print(f"[tune-finetune] pretrained {pretrains}", flush=True)
-        variants = AUGMENTED if args.augmented else VARIANTS
-        futures = [pool.submit(run, a, v, s) for a in arms for v in variants[a] for s in seeds]
+        variants = AUGMENTED if args.augmented else DISTILLED if args.distilled else VARIANTS
+        futures = [pool.submit(run, a, v, s) for a in arms for v in variants.get(a, ())
+                   for s in seeds]
         for future in futures:
             row = future.result()
             rows.append(row)

@@ -37,7 +37,12 @@ class FinetuneConfig(Settings):
     ``probe_epochs`` > 0 trains the head alone (encoder frozen) for that many epochs before the
     whole model (linear-probe-then-fine-tune), with no early stop before they end.
     ``augment``: each training batch is replaced by one random view of it (``acl``: the
-    physiology-aware views of pretraining; ``simclr``: SimCLR's), or used as is (``none``)."""
+    physiology-aware views of pretraining; ``simclr``: SimCLR's), or used as is (``none``).
+    ``distill`` (fractions below 1): self-training as in SimCLRv2's last step; the fine-tuned
+    model (the teacher) labels the training records left out of the fraction with its
+    probabilities, and a student fine-tuned afresh from the same initial weights learns from
+    the labeled records' labels and those soft labels; the validation split keeps the better
+    of teacher and student."""
 
     WHAT = "finetune"
 
@@ -47,6 +52,7 @@ class FinetuneConfig(Settings):
     encoder_lr_scale: PositiveFloat = 1.0
     probe_epochs: NonNegativeInt = 0
     augment: Annotated[str, one_of(FINETUNE_AUGMENTS)] = "none"
+    distill: bool = False
     weight_decay: NonNegativeFloat = 1e-4
     patience: PositiveInt = 5
     seed: int = 0
@@ -81,17 +87,12 @@ class FinetuneResult:
     val_auroc_by_lr: dict[str, float] = field(default_factory=dict)  # learning rates tried
     val_history: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    teacher_val_auroc: float | None = None  # distill: the teacher's and the student's
+    student_val_auroc: float | None = None  # validation scores; the better one is kept
+    distilled: bool = False  # distill: the student was kept
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def label_fraction_subset(cohort: Cohort, classes: list[str], fraction: float,
-                          seed: int = 0) -> Cohort:
-    """A seeded ``fraction`` of the records, stratified on the label combination
-    (:func:`~aclecg_core.evaluation.probe.label_fraction_mask`); ``cohort`` itself at 1."""
-    keep = label_fraction_mask(record_labels(cohort, classes), fraction, seed)
-    return cohort if keep.all() else cohort.select_records(keep)
 
 
 class _Classifier(nn.Module):
@@ -127,9 +128,10 @@ class _Fit:
 
 
 def _fit(model: AclEcgModel, subset: Cohort, val: Cohort, classes: list[str],
-         cfg: FinetuneConfig, device: torch.device) -> _Fit:
-    """Train ``model.encoder`` plus a new linear head on ``subset``, early-stopped on the
-    record-level validation macro AUROC; the best epoch's weights are restored."""
+         cfg: FinetuneConfig, device: torch.device, targets: np.ndarray | None = None) -> _Fit:
+    """Train ``model.encoder`` plus a new linear head on ``subset`` (BCE against its labels, or
+    ``targets``: (windows, classes) in [0, 1]), early-stopped on the record-level validation
+    macro AUROC; the best epoch's weights are restored."""
     y_val = record_labels(val, classes)
     val_columns = np.flatnonzero(evaluable(y_val))
     if len(val_columns) == 0:
@@ -147,7 +149,8 @@ def _fit(model: AclEcgModel, subset: Cohort, val: Cohort, classes: list[str],
     loss_fn = nn.BCEWithLogitsLoss()
     signals = torch.from_numpy(np.ascontiguousarray(subset.signals, dtype=np.float32))
     rpeaks = torch.from_numpy(np.ascontiguousarray(subset.rpeaks)).long()
-    labels = torch.from_numpy(subset.label_matrix(classes).astype(np.float32))
+    labels = torch.from_numpy((subset.label_matrix(classes) if targets is None else targets)
+                              .astype(np.float32))
     best_auroc, best_epoch, best_state = -1.0, 0, copy.deepcopy(clf.state_dict())
     history: list[float] = []
     for epoch in range(1, cfg.epochs + 1):
@@ -191,18 +194,28 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
     scored on ``test``."""
     device = pick_device(device) if isinstance(device, str) else device
     start = time.perf_counter()
-    subset = label_fraction_subset(train, classes, fraction, cfg.seed)
+    labeled = label_fraction_mask(record_labels(train, classes), fraction, cfg.seed)
+    subset = train if labeled.all() else train.select_records(labeled)
+    distill = cfg.distill and not labeled.all()
+    initial = copy.deepcopy(model) if distill else model
     best: tuple[float, _Fit] | None = None
     by_lr: dict[str, float] = {}
     for lr in lrs or (cfg.lr,):
-        fit = _fit(copy.deepcopy(model) if lrs else model, subset, val, classes,
+        fit = _fit(copy.deepcopy(model) if lrs or distill else model, subset, val, classes,
                    replace(cfg, lr=lr), device)
         by_lr[f"{lr:g}"] = fit.best_auroc
         if best is None or fit.best_auroc > best[1].best_auroc:
             best = (lr, fit)
     assert best is not None
     lr, fit = best
-    if lrs:
+    teacher: _Fit | None = None
+    student: _Fit | None = None
+    if distill:
+        targets = _soft_labels(fit.classifier, train, labeled, classes, device, cfg.amp)
+        teacher = fit
+        student = _fit(initial, train, val, classes, replace(cfg, lr=lr), device, targets)
+        fit = student if student.best_auroc > teacher.best_auroc else teacher
+    if lrs or distill:
         model.encoder.load_state_dict(fit.classifier.encoder.state_dict())
     test_scores = _record_scores(fit.classifier, test, device, cfg.amp)
     metrics = evaluate(record_labels(test, classes), test_scores, classes, seed=cfg.seed,
@@ -217,4 +230,16 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
         val_auroc_by_lr=by_lr,
         val_history=fit.history,
         seconds=time.perf_counter() - start,
+        teacher_val_auroc=None if teacher is None else teacher.best_auroc,
+        student_val_auroc=None if student is None else student.best_auroc,
+        distilled=student is not None and fit is student,
     )
+
+
+def _soft_labels(teacher: _Classifier, train: Cohort, labeled: np.ndarray, classes: list[str],
+                 device: torch.device, amp: str) -> np.ndarray:
+    """(windows, classes) targets of ``train``: a labeled record's labels, else the teacher's
+    record-level probabilities (mean over the record's windows)."""
+    scores = _record_scores(teacher, train, device, amp)
+    records = np.where(labeled[:, None], train.record_label_matrix(classes), scores)
+    return np.asarray(records[train.window_record], dtype=np.float32)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+import aclecg_core.evaluation.finetune as finetune_module
 from aclecg_core.data.cohort import Cohort, RecordInfo
-from aclecg_core.evaluation.finetune import FinetuneConfig, finetune, label_fraction_subset
+from aclecg_core.evaluation.finetune import FinetuneConfig, finetune
+from aclecg_core.evaluation.probe import label_fraction_mask, record_labels
 from aclecg_core.method.model import AclEcgModel, EncoderConfig, build_model
 from aclecg_core.settings import SettingsError
 
@@ -30,18 +32,19 @@ def _cohort(labels: Sequence[tuple[str, ...]], seed: int = 0) -> Cohort:
 def test_fraction_is_stratified_and_covers_rare_classes() -> None:
     labels = [("A",)] * 60 + [("B",)] * 30 + [("A", "B")] * 9 + [("C",)]
     cohort = _cohort(labels)
-    subset = label_fraction_subset(cohort, ["A", "B", "C"], 0.1, seed=0)
+    keep = label_fraction_mask(record_labels(cohort, ["A", "B", "C"]), 0.1, seed=0)
+    subset = cohort.select_records(keep)
     counts: dict[tuple[str, ...], int] = {}
     for r in subset.records:
         counts[r.labels] = counts.get(r.labels, 0) + 1
     assert counts[("A",)] == 6 and counts[("B",)] == 3 and counts[("A", "B")] == 1
     assert counts[("C",)] == 1  # the single C record is added for coverage
     assert len(subset.records) == 11
-    again = label_fraction_subset(cohort, ["A", "B", "C"], 0.1, seed=0)
-    assert [r.record_id for r in again.records] == [r.record_id for r in subset.records]
-    assert label_fraction_subset(cohort, ["A"], 1.0, seed=0) is cohort
+    again = label_fraction_mask(record_labels(cohort, ["A", "B", "C"]), 0.1, seed=0)
+    np.testing.assert_array_equal(again, keep)
+    assert label_fraction_mask(record_labels(cohort, ["A"]), 1.0, seed=0).all()
     with pytest.raises(ValueError, match="fraction"):
-        label_fraction_subset(cohort, ["A"], 0.0)
+        label_fraction_mask(record_labels(cohort, ["A"]), 0.0)
 
 
 def test_finetune_learns_an_easy_task() -> None:
@@ -155,3 +158,44 @@ def test_augment_trains_on_seeded_views_and_scores_the_records(augment: str) -> 
     assert all(torch.equal(a, b) for a, b in zip(inputs, inputs_again, strict=True))
     with pytest.raises(SettingsError, match="augment"):
         FinetuneConfig(augment="mixup")
+
+
+def test_distill_teaches_a_student_on_every_training_record(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher fits the labeled fraction; the student, from the same initial weights,
+    fits every training window: the labeled records' labels, the others' teacher
+    probabilities; the better of the two on validation is kept."""
+    labels = [("A",), ("B",)] * 20
+    train, val, test = _cohort(labels, 0), _cohort(labels[:16], 1), _cohort(labels[:16], 2)
+    calls: list[tuple[int, np.ndarray | None, dict[str, torch.Tensor]]] = []
+    real_fit = finetune_module._fit
+
+    def spy(model, subset, val, classes, cfg, device, targets=None):  # type: ignore[no-untyped-def]
+        calls.append((len(subset), targets, {k: v.clone() for k, v in
+                                              model.encoder.state_dict().items()}))
+        return real_fit(model, subset, val, classes, cfg, device, targets)
+
+    monkeypatch.setattr(finetune_module, "_fit", spy)
+    model = build_model(EncoderConfig(size="tiny"), seed=0)
+    cfg = FinetuneConfig(epochs=3, batch_size=8, lr=3e-3, patience=2, n_bootstrap=0,
+                         distill=True)
+    result = finetune(model, train, val, test, ["A", "B"], 0.5, cfg)
+    (teacher_windows, no_targets, teacher_start), (student_windows, targets, student_start) = calls
+    assert no_targets is None and teacher_windows == 20 and student_windows == len(train) == 40
+    for key, value in teacher_start.items():  # both start from the pretrained weights
+        assert torch.equal(student_start[key], value), key
+    assert targets is not None and targets.shape == (40, 2)
+    labeled = label_fraction_mask(record_labels(train, ["A", "B"]), 0.5, seed=0)
+    np.testing.assert_array_equal(targets[labeled], train.label_matrix(["A", "B"])[labeled])
+    soft = targets[~labeled]
+    assert ((soft > 0) & (soft < 1)).all()  # probabilities, not labels
+    teacher, student = result.teacher_val_auroc, result.student_val_auroc
+    assert teacher is not None and student is not None
+    assert result.best_val_auroc == max(teacher, student)
+    assert result.distilled == (student > teacher)
+
+    calls.clear()  # all labels: nothing to distil
+    full = finetune(build_model(EncoderConfig(size="tiny"), seed=0), train, val, test,
+                    ["A", "B"], 1.0, cfg)
+    assert len(calls) == 1 and not full.distilled
+    assert full.teacher_val_auroc is None and full.student_val_auroc is None
