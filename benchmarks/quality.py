@@ -104,11 +104,12 @@ class Budget:
     finetune_seeds: int = 3
     finetune_epochs: int = 40  # a cap: early stopping on fold 9 (20 was reached in 2026-12-01 runs)
     # each arm's FinetuneConfig fields, chosen on fold 9 by tune_finetune.py (2 seeds; cap 40
-    # for all three): tune-finetune.json, tune-finetune-supervised10.json
+    # for all three): tune-finetune.json, tune-finetune-supervised10.json; self-training for
+    # the 10 % arms: tune-finetune-distilled.json
     finetune_recipes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
-        ("acl@10%", (("lr", 1e-3), ("probe_epochs", 10))),
+        ("acl@10%", (("lr", 1e-3), ("probe_epochs", 10), ("distill", True))),
         ("supervised@100%", (("lr", 3e-3),)),
-        ("supervised@10%", (("lr", 3e-3),)))
+        ("supervised@10%", (("lr", 3e-3), ("distill", True))))
     patience: int = 5
     federated_seeds: int = 3
     federated: FedSettings = CHOSEN  # the federated arm's settings (batch size included)
@@ -419,6 +420,8 @@ def run_job(job: Job) -> dict[str, Any]:
     return {"info": info, "finetune": {
         "recipe": recipe, "n_train_records": res.n_train_records, "best_epoch": res.best_epoch,
         "best_val_auroc": round(res.best_val_auroc, 4), "seconds": round(res.seconds, 1),
+        "teacher_val_auroc": res.teacher_val_auroc, "student_val_auroc": res.student_val_auroc,
+        "distilled": res.distilled,
         **{k: test[k] for k in ("macro_auroc", "macro_auprc", "auroc_ci", "auprc_ci")}}}
 
 
