@@ -157,6 +157,14 @@ def test_finetune_learning_rate(folders: dict[str, Path], capsys: pytest.Capture
     longer = [*args, "--epochs", str(PRETRAINED_PROBE_EPOCHS + 1), "--lr", "2e-3"]
     assert main(longer) == 0  # a pretrained checkpoint probes first
     assert json.loads(capsys.readouterr().out)["probe_epochs"] == PRETRAINED_PROBE_EPOCHS
+    assert fixed["distill"] and fixed["teacher_val_auroc"] is None  # 100 %: nothing to distil
+    half = [*args[:-2], "0.5", "--json", "--lr", "2e-3", "--probe-epochs", "0"]
+    assert main(half) == 0  # below 100 %: self-training by default
+    distilled = json.loads(capsys.readouterr().out)
+    assert None not in (distilled["teacher_val_auroc"], distilled["student_val_auroc"])
+    assert main([*half, "--no-distill"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert not plain["distill"] and plain["teacher_val_auroc"] is None
 
 
 def test_simulate_config(folders: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
