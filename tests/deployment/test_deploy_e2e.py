@@ -188,13 +188,21 @@ def test_restarted_superlink_keeps_its_nodes(federation: Federation) -> None:
     federation.wait_online(2)
 
 
-def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
+def test_two_sites_complete_a_cyclic_run_over_tls(federation: Federation) -> None:
+    """Under ``strategy = cyclic`` (the default strategy runs over TLS in
+    test_separate_hospitals.py): the chain asks each SuperNode its site name (a query message)
+    and visits the sites in the order the seed gives their names, whatever node ids Flower
+    drew."""
     run_dir = federation.root / "runs" / "two-sites"
     start = time.monotonic()
-    run_id = federation.submit(run_dir, **{"num-server-rounds": 1})
+    run_id = federation.submit(run_dir, **{"num-server-rounds": 1, "strategy": "cyclic",
+                                           "seed": 5})
     status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
     federation.timings["run-seconds"] = time.monotonic() - start
-    assert status == flwr_cli.FINISHED_OK, flwr_cli.run_log(run_id, CONNECTION, federation.env)
+    log = flwr_cli.run_log(run_id, CONNECTION, federation.env)
+    assert status == flwr_cli.FINISHED_OK, log
+    order = visit_order(dict(enumerate(SITES)), seed=5, global_round=1)
+    assert f"round 1 visits {' -> '.join(SITES[i] for i in order)}" in log
     for name in ("round-0000", "round-0001", "final"):
         assert (run_dir / "checkpoints" / f"{name}.safetensors").is_file()
     assert (run_dir / "report.md").is_file()
@@ -209,18 +217,3 @@ def test_two_sites_complete_a_run_over_tls(federation: Federation) -> None:
     federation.timings["round-seconds"] = float(rounds[1]["wall_seconds"])
     print(f"\nTLS deployment timings: {federation.timings}")
 
-
-def test_a_cyclic_run_visits_the_hospitals_in_the_seeded_order_of_their_names(
-        federation: Federation) -> None:
-    """The chain asks each SuperNode its site name (a query message over TLS) and visits the
-    sites in the order the seed gives their names, whatever node ids Flower drew."""
-    run_dir = federation.root / "runs" / "cyclic"
-    run_id = federation.submit(run_dir, **{"num-server-rounds": 1, "strategy": "cyclic",
-                                           "seed": 5})
-    status = flwr_cli.wait_for_run(run_id, CONNECTION, federation.env, RUN_TIMEOUT)
-    log = flwr_cli.run_log(run_id, CONNECTION, federation.env)
-    assert status == flwr_cli.FINISHED_OK, log
-    order = visit_order(dict(enumerate(SITES)), seed=5, global_round=1)
-    assert f"round 1 visits {' -> '.join(SITES[i] for i in order)}" in log
-    clients = _rounds(run_dir)[1]["clients"]
-    assert sorted(c["site"] for c in clients) == list(SITES)
