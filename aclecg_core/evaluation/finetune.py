@@ -196,8 +196,7 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
     start = time.perf_counter()
     labeled = label_fraction_mask(record_labels(train, classes), fraction, cfg.seed)
     subset = train if labeled.all() else train.select_records(labeled)
-    distill = cfg.distill and not labeled.all()
-    initial = copy.deepcopy(model) if distill else model
+    distill = cfg.distill and not labeled.all()  # teachers train copies, the student ``model``
     best: tuple[float, _Fit] | None = None
     by_lr: dict[str, float] = {}
     for lr in lrs or (cfg.lr,):
@@ -213,7 +212,7 @@ def finetune(model: AclEcgModel, train: Cohort, val: Cohort, test: Cohort, class
     if distill:
         targets = _soft_labels(fit.classifier, train, labeled, classes, device, cfg.amp)
         teacher = fit
-        student = _fit(initial, train, val, classes, replace(cfg, lr=lr), device, targets)
+        student = _fit(model, train, val, classes, replace(cfg, lr=lr), device, targets)
         fit = student if student.best_auroc > teacher.best_auroc else teacher
     if lrs or distill:
         model.encoder.load_state_dict(fit.classifier.encoder.state_dict())
